@@ -1,0 +1,23 @@
+"""Registered experiments: each module registers one :class:`Experiment` on import."""
+
+from . import retrieval_basics  # noqa: F401  (registers itself)
+from .base import PROFILES, REGISTRY, Claim, Experiment, Progress, Result, parse_value, register
+
+
+def get(name: str) -> Experiment:
+    """The experiment registered as ``name``.
+
+    Raises:
+        ValueError: no such experiment; the message lists the known names.
+    """
+    if name not in REGISTRY:
+        raise ValueError(f"unknown experiment {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+def names() -> list[str]:
+    """Names of all registered experiments, sorted."""
+    return sorted(REGISTRY)
+
+
+__all__ = ["PROFILES", "REGISTRY", "Claim", "Experiment", "Progress", "Result", "get", "names", "parse_value", "register"]

@@ -1,0 +1,180 @@
+"""The experiment contract: a frozen config with profiles, and run / plot / claims.
+
+An experiment module builds one :class:`Experiment` and registers it::
+
+    EXPERIMENT = register(Experiment(
+        name="retrieval-basics",
+        description="...",
+        config_type=Config,
+        profiles={"quick": Config(...), "full": Config()},
+        run=run, plot=plot, claims=claims,
+    ))
+
+``run(config, *, seed, progress) -> Result`` holds tidy pandas tables and scalars;
+``plot(result)`` returns named matplotlib figures; ``claims(result)`` returns
+:class:`Claim` objects, each checked against the simulated data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+PROFILES = ("quick", "full")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One checked statement: what was expected, what was measured, whether it held.
+
+    Attributes:
+        name: short identifier, unique within the experiment.
+        expected: the expectation in words with its threshold ("== 1.0 for every N").
+        measured: what the run measured (a number or a short description).
+        passed: whether the measurement meets the expectation.
+    """
+
+    name: str
+    expected: str
+    measured: Any
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        measured = self.measured
+        if not isinstance(measured, (str, int, float, bool, type(None))):
+            measured = str(measured)
+        return {"name": self.name, "expected": self.expected, "measured": measured, "passed": bool(self.passed)}
+
+
+@dataclass
+class Result:
+    """What ``run`` returns.
+
+    Attributes:
+        tables: tidy pandas DataFrames by name (written as ``NAME.csv``).
+        scalars: named numbers and strings (written to ``scalars.json``).
+        config: the config that produced the result, as a dict.
+    """
+
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    scalars: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+class Progress:
+    """Progress callback handed to ``run``: ``total(n)`` once, then ``advance()`` per task.
+
+    The default does nothing; the command line passes one that drives a progress bar.
+    """
+
+    def total(self, n: int) -> None:  # noqa: D401 - callback
+        """Announce the number of tasks."""
+
+    def advance(self, n: int = 1) -> None:
+        """Mark ``n`` more tasks done."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A registered experiment.
+
+    Attributes:
+        name: the name used on the command line.
+        description: one line for ``kvmem list``.
+        config_type: the frozen dataclass of its settings.
+        profiles: configs by profile name; ``quick`` (seconds) and ``full`` are required.
+        run: ``run(config, *, seed, progress) -> Result``.
+        plot: ``plot(result) -> dict[str, Figure]``.
+        claims: ``claims(result) -> list[Claim]``.
+    """
+
+    name: str
+    description: str
+    config_type: type
+    profiles: Mapping[str, Any]
+    run: Callable[..., Result]
+    plot: Callable[[Result], dict[str, Any]]
+    claims: Callable[[Result], list[Claim]]
+
+    def __post_init__(self):
+        missing = [p for p in PROFILES if p not in self.profiles]
+        if missing:
+            raise ValueError(f"experiment {self.name!r}: missing profiles {missing}")
+
+    def config(self, profile: str = "quick", overrides: Mapping[str, str] | None = None) -> Any:
+        """The profile's config with ``overrides`` (strings, parsed by field type) applied.
+
+        Raises:
+            ValueError: unknown profile, unknown key or a value that does not parse.
+        """
+        if profile not in self.profiles:
+            raise ValueError(f"profile: expected one of {sorted(self.profiles)}, got {profile!r}")
+        config = self.profiles[profile]
+        if not overrides:
+            return config
+        fields = {f.name: f for f in dataclasses.fields(config)}
+        hints = typing.get_type_hints(type(config))
+        changes = {}
+        for key, text in overrides.items():
+            if key not in fields:
+                raise ValueError(f"--set: {self.name} has no setting {key!r}; settings: {', '.join(fields)}")
+            changes[key] = parse_value(text, hints[key], key)
+        return dataclasses.replace(config, **changes)
+
+
+def parse_value(text: str, hint: Any, key: str) -> Any:
+    """Parse a command-line string into the type ``hint`` (int, float, bool, str, tuples, Optional)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null") and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return parse_value(text, arg, key)
+            except ValueError as err:
+                errors.append(str(err))
+        raise ValueError(errors[0] if errors else f"--set {key}: cannot parse {text!r}")
+    if origin is tuple:
+        items = [t for t in text.replace(" ", "").split(",") if t]
+        inner = args[0] if args else str
+        return tuple(parse_value(t, inner, key) for t in items)
+    if hint is bool:
+        low = text.lower()
+        if low in ("true", "1", "yes"):
+            return True
+        if low in ("false", "0", "no"):
+            return False
+        raise ValueError(f"--set {key}: expected true or false, got {text!r}")
+    if hint in (int, float):
+        try:
+            return hint(text)
+        except ValueError:
+            raise ValueError(f"--set {key}: expected {hint.__name__}, got {text!r}") from None
+    if hint is str or hint is Any:
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(f"--set {key}: cannot parse {text!r} as {hint}") from None
+
+
+REGISTRY: dict[str, Experiment] = {}
+
+
+def register(experiment: Experiment) -> Experiment:
+    """Add ``experiment`` to the registry by name."""
+    if experiment.name in REGISTRY:
+        raise ValueError(f"experiment {experiment.name!r} is already registered")
+    REGISTRY[experiment.name] = experiment
+    return experiment
