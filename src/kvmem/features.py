@@ -67,7 +67,9 @@ class EluPlusOne(FeatureMap):
     """phi(x) = elu(x) + 1, positive everywhere (Katharopoulos et al. 2020)."""
 
     def __call__(self, x):
-        return F.elu(x) + 1.0
+        # elu(x) + 1 written as exp(x) for x <= 0 keeps it strictly positive down to the
+        # float underflow of exp (about -87 in float32) instead of rounding to 0 near -17.
+        return torch.where(x > 0, x + 1.0, torch.exp(x.clamp(max=0.0)))
 
 
 @registry.register("relu")
@@ -135,8 +137,9 @@ def _orthogonal_gaussian_rows(m: int, d: int, gen: torch.Generator) -> torch.Ten
     """m x d matrix whose rows are orthogonal within blocks of d and have Gaussian norms."""
     blocks = []
     for _ in range(math.ceil(m / d)):
-        q, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
-        blocks.append(q.T)
+        q, r = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
+        # Fixing the signs by diag(R) makes Q Haar-distributed (plain QR biases the signs).
+        blocks.append((q * torch.sign(torch.diagonal(r))).T)
     w = torch.cat(blocks, dim=0)[:m]
     # Rescale rows to the norms of independent Gaussian vectors so each row is marginally N(0, I).
     norms = torch.randn(m, d, generator=gen, dtype=torch.float64).norm(dim=-1, keepdim=True)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import torch
 
+from ._checks import check_positive
 from ._registry import Registry, spec_of
 from .features import FeatureMap
 from .features import get as get_feature_map
@@ -131,8 +132,7 @@ class RBF(Similarity):
     gamma: float = 1.0
 
     def __post_init__(self):
-        if not (isinstance(self.gamma, (int, float)) and math.isfinite(self.gamma) and self.gamma > 0):
-            raise ValueError(f"gamma: expected a finite number > 0, got {self.gamma!r}")
+        check_positive(self.gamma, "gamma")
 
     def scores(self, queries, keys):
         return torch.exp(-self.gamma * _squared_distance(queries, keys))
