@@ -196,3 +196,16 @@ def test_same_seed_same_random_feature_memory():
 def test_slot_memory_with_kernel_similarity_spec_round_trip():
     s = similarity.get({"name": "kernel", "feature_map": {"name": "dpfp", "nu": 2}})
     assert similarity.get(s.spec()) == s
+
+
+def test_thousand_memories_in_one_call_equal_one_by_one():
+    gen = torch.Generator().manual_seed(11)
+    k = unit_rows(torch.randn(1000, 6, 8, generator=gen, dtype=torch.float64))
+    v = torch.randn(1000, 6, 3, generator=gen, dtype=torch.float64)
+    mem = kvmem.MatrixMemory(8, 3, rule="delta", beta=0.9)
+    mem.write(k, v)
+    out = mem.read(k)
+    for b in (0, 499, 999):
+        single = kvmem.MatrixMemory(8, 3, rule="delta", beta=0.9)
+        single.write(k[b], v[b])
+        torch.testing.assert_close(out[b], single.read(k[b]))
