@@ -96,3 +96,29 @@ def test_capacity_curve_one_row_per_p():
     curve = capacity.capacity_curve(lambda n: kvmem.MatrixMemory(n, n), n=50, ps=[2, 10, 40], trials=4)
     assert curve["p"].tolist() == [2, 10, 40]
     assert curve["bit_error"].is_monotonic_increasing
+
+
+@pytest.mark.parametrize(
+    "factory, kind",
+    [
+        (lambda n: kvmem.ClassicalHopfield(), "bipolar"),
+        (lambda n: kvmem.DenseAssociativeMemory(n=3), "bipolar"),
+        (lambda n: kvmem.ModernHopfield(beta=1.0), "bipolar"),
+        (lambda n: kvmem.UniversalHopfield("dot", {"name": "softmax", "beta": 1.0}), "bipolar"),
+        (lambda n: kvmem.SparseDistributedMemory(n, n, num_locations=2000, activation_prob=0.05, seed=1), "sparse"),
+    ],
+)
+def test_paradigm_drives_every_autoassociative_model(factory, kind):
+    from kvmem.paradigms import flip_bits
+
+    def corrupt(x, gen):
+        return flip_bits(x, 0.05, code="bipolar" if kind == "bipolar" else "binary", generator=gen)
+
+    table = capacity.probe(factory, n=64, p=3, trials=4, kind=kind, corrupt=corrupt, steps=20)
+    assert (table["success"] == 1.0).all(), table
+
+
+def test_paradigm_sees_the_classical_memory_cliff():
+    few = capacity.probe(lambda n: kvmem.ClassicalHopfield(), n=200, p=10, trials=4, steps=30)
+    many = capacity.probe(lambda n: kvmem.ClassicalHopfield(), n=200, p=60, trials=4, steps=30)
+    assert float(few["overlap"].mean()) > 0.99 and float(many["overlap"].mean()) < 0.9

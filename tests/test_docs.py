@@ -26,6 +26,12 @@ def test_memory_page_examples_run(tmp_path, monkeypatch):
         exec(compile(block, "docs/memory.md", "exec"), namespace)
 
 
+def test_capacity_page_example_runs():
+    namespace: dict = {}
+    for block in python_blocks(DOCS / "capacity.md"):
+        exec(compile(block, "docs/capacity.md", "exec"), namespace)
+
+
 def test_experiments_page_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (block,) = python_blocks(DOCS / "experiments.md")

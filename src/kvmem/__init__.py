@@ -12,9 +12,21 @@ Example:
     torch.Size([3, 4])
 """
 
-from . import features, separation, similarity
+from . import features, paradigms, separation, similarity
 from .io import load, save
-from .memory import MatrixMemory, Memory, ReadResult, SlotMemory
+from .memory import (
+    ClassicalHopfield,
+    DenseAssociativeMemory,
+    MatrixMemory,
+    Memory,
+    ModernHopfield,
+    ReadResult,
+    Retrieval,
+    SlotMemory,
+    SparseDistributedMemory,
+    UniversalHopfield,
+    fit_softmax_beta,
+)
 from .separation import (
     Exponential,
     HardMax,
@@ -27,6 +39,14 @@ from .separation import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClassicalHopfield",
+    "DenseAssociativeMemory",
+    "ModernHopfield",
+    "Retrieval",
+    "SparseDistributedMemory",
+    "UniversalHopfield",
+    "fit_softmax_beta",
+    "paradigms",
     "Exponential",
     "HardMax",
     "MatrixMemory",
