@@ -134,16 +134,20 @@ class Memory(nn.Module):
         """Dimension of keys and queries."""
         raise NotImplementedError
 
-    def _queries(self, queries: Any) -> torch.Tensor:
-        """Check and convert queries for a read (an empty memory raises ``ValueError``)."""
+    def _queries(self, queries: Any, name: str = "queries") -> torch.Tensor:
+        """Check and convert queries (or states, cues: ``name``) for a read.
+
+        An empty memory raises ``ValueError``; so do a wrong last dimension and leading
+        dimensions that do not broadcast to the batch shape.
+        """
         if self.is_empty:
             raise ValueError(f"{type(self).__name__} is empty: write at least one pair before reading")
         key_dim = self._key_dim()
         ref = getattr(self, self._state_names[0])
-        queries = as_tensor(queries, "queries", min_rank=2, dtype=ref.dtype, device=ref.device)
+        queries = as_tensor(queries, name, min_rank=2, dtype=ref.dtype, device=ref.device)
         if queries.shape[-1] != key_dim:
             raise ValueError(
-                f"queries: expected shape [..., M, {key_dim}] (the key dimension), got {tuple(queries.shape)}"
+                f"{name}: expected shape [..., M, {key_dim}] (the key dimension), got {tuple(queries.shape)}"
             )
         batch = self._batch_shape()
         try:
@@ -152,7 +156,7 @@ class Memory(nn.Module):
             ok = False
         if not ok:
             raise ValueError(
-                f"queries: leading dimensions {tuple(queries.shape[:-2])} must broadcast to the "
+                f"{name}: leading dimensions {tuple(queries.shape[:-2])} must broadcast to the "
                 f"memory's batch shape {tuple(batch)}"
             )
         return queries

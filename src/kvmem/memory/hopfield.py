@@ -127,22 +127,7 @@ class _Hopfield(Memory):
 
     def _states_in(self, x: Any, name: str) -> torch.Tensor:
         """Check states ``[..., M, N]`` for a read, a retrieval or an energy."""
-        if self.is_empty:
-            raise ValueError(f"{type(self).__name__} is empty: write at least one pattern before reading")
-        n = self._key_dim()
-        x = as_tensor(x, name, min_rank=2, dtype=self.patterns.dtype, device=self.patterns.device)
-        if x.shape[-1] != n:
-            raise ValueError(f"{name}: expected shape [..., M, {n}] (N, the pattern dimension), got {tuple(x.shape)}")
-        batch = self._batch_shape()
-        try:
-            ok = torch.broadcast_shapes(x.shape[:-2], batch) == batch
-        except RuntimeError:
-            ok = False
-        if not ok:
-            raise ValueError(
-                f"{name}: leading dimensions {tuple(x.shape[:-2])} must broadcast to the "
-                f"memory's batch shape {tuple(batch)}"
-            )
+        x = self._queries(x, name)
         self._check_binary(x, name)
         return x
 
