@@ -184,3 +184,21 @@ def test_universal_with_dot_softmax_agrees_with_modern_hopfield():
     torch.testing.assert_close(uni.read(cue), mhn.read(cue), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(uni.retrieve(cue, steps=50, tol=1e-10).states,
                                mhn.retrieve(cue, steps=50).states, rtol=1e-5, atol=1e-5)
+
+
+def test_every_retrieve_returns_the_one_retrieval_type():
+    import kvmem
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.where(torch.rand(2, 5, 32, generator=gen) < 0.5, 1.0, -1.0)
+    models = [kvmem.ClassicalHopfield(), kvmem.ModernHopfield(beta=4.0), kvmem.UniversalHopfield("dot", "hardmax")]
+    for model in models:
+        model.write(x)
+        r = model.retrieve(x)
+        assert type(r) is kvmem.Retrieval, type(model).__name__
+        assert r.steps.dtype == torch.long and r.steps.shape == (2, 5) and r.converged.shape == (2, 5)
+        # Stored +-1 patterns at P/N = 5/32 are fixed points of all three: no state moves.
+        assert (r.steps == 0).all() and r.converged.all() and r.iterations == 1
+    sdm = kvmem.SparseDistributedMemory(32, 32, num_locations=200, activation_prob=0.1, seed=0)
+    sdm.write((x[0] > 0).float())
+    assert type(sdm.retrieve((x[0] > 0).float())) is kvmem.Retrieval

@@ -3,8 +3,8 @@
 Importing this package registers every memory class with :func:`kvmem.load`.
 """
 
-from .base import MEMORY_CLASSES, Memory, ReadResult, register_memory
-from .hopfield import ClassicalHopfield, DenseAssociativeMemory, ModernHopfield, Retrieval
+from .base import MEMORY_CLASSES, Memory, ReadResult, Retrieval, register_memory
+from .hopfield import ClassicalHopfield, DenseAssociativeMemory, ModernHopfield
 from .matrix import MatrixMemory
 from .sdm import SparseDistributedMemory, fit_softmax_beta, softmax_fit
 from .slots import SlotMemory

@@ -46,6 +46,30 @@ class ReadResult:
     scores: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class Retrieval:
+    """What ``retrieve`` returns, for every memory with iterative dynamics.
+
+    One type for the Hopfield family, ``UniversalHopfield`` and ``SparseDistributedMemory``.
+
+    Attributes:
+        states: the final states ``[..., M, N]``.
+        steps: ``[..., M]`` (long): the updates that changed each state before it reached
+            its fixed point (0: the cue already was one). For asynchronous dynamics an update
+            is one sweep over all N neurons.
+        converged: ``[..., M]`` (bool): an update left the state unchanged (within the
+            model's tolerance) before the step budget ran out. A converged state is frozen
+            while the others go on, so each result depends only on its own cue.
+        iterations: how many updates (or sweeps) the loop ran for the whole batch; at most
+            the step budget, and ``steps.max() + 1`` when every state converged.
+    """
+
+    states: torch.Tensor
+    steps: torch.Tensor
+    converged: torch.Tensor
+    iterations: int
+
+
 class Memory(nn.Module):
     """Base class of all memories.
 

@@ -33,7 +33,6 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -41,32 +40,13 @@ import torch
 from .._checks import as_tensor, check_int, check_positive, make_generator
 from .. import separation as _separation
 from .. import similarity as _similarity
-from .base import Memory, ReadResult, register_memory
+from .base import Memory, ReadResult, Retrieval, register_memory
 
 CLASSICAL_RULES = ("hebbian", "pseudo_inverse", "storkey")
 DAM_ENERGIES = ("polynomial", "exponential")
 MODES = ("sync", "async")
 #: Relative size below which an exponential energy difference counts as a tie.
 EXP_TIE_RTOL = 1e-12
-
-
-@dataclass
-class Retrieval:
-    """What ``retrieve`` returns.
-
-    Attributes:
-        states: the final states ``[..., M, N]``.
-        steps: the number of iterations run (synchronous steps, or asynchronous sweeps
-            over all N neurons); the loop stops early once every state has converged.
-        converged: bool ``[..., M]``: the state stopped changing (for continuous states:
-            its largest absolute change in one iteration fell below ``tol``). A converged
-            state is frozen while the others go on, so each result depends only on its
-            own cue.
-    """
-
-    states: torch.Tensor
-    steps: int
-    converged: torch.Tensor
 
 
 def _sign(x: torch.Tensor) -> torch.Tensor:
@@ -266,6 +246,7 @@ class _Hopfield(Memory):
         start = self._full(cue)
         states = start.clone()
         done = torch.zeros(states.shape[:-1], dtype=torch.bool, device=states.device)
+        moved = torch.zeros(states.shape[:-1], dtype=torch.long, device=states.device)
         n = states.shape[-1]
         run = 0
         while run < steps and not bool(done.all()):
@@ -275,7 +256,9 @@ class _Hopfield(Memory):
                 if clamp is not None:
                     new = torch.where(clamp, start, new)
                 new = torch.where(done.unsqueeze(-1), states, new)
-                done = done | self._unchanged(new, states)
+                still = self._unchanged(new, states)
+                moved += (~done & ~still).long()
+                done = done | still
                 states = new
             else:
                 order = torch.rand(states.shape, generator=gen).argsort(dim=-1).to(states.device)
@@ -283,8 +266,10 @@ class _Hopfield(Memory):
                 for t in range(n):
                     step_change = self._set_neuron(states, order[..., t], clamp, done)
                     change = torch.maximum(change, step_change)
-                done = done | self._sweep_unchanged(change)
-        return Retrieval(states, run, done)
+                still = self._sweep_unchanged(change)
+                moved += (~done & ~still).long()
+                done = done | still
+        return Retrieval(states, moved, done, run)
 
     def _sweep_unchanged(self, change: torch.Tensor) -> torch.Tensor:
         return change == 0

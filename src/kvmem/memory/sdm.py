@@ -36,8 +36,8 @@ import torch
 from scipy import special, stats
 
 from .._checks import as_tensor, check_int, make_generator
-from .base import Memory, ReadResult, register_memory
-from .universal import Retrieval, _renamed, iterate
+from .base import Memory, ReadResult, Retrieval, register_memory
+from .universal import _renamed, iterate
 
 
 def _check_binary(x: torch.Tensor, name: str) -> None:
@@ -336,7 +336,7 @@ class SparseDistributedMemory(Memory):
                 and is reset to the cue's after every read.
 
         Returns:
-            :class:`~kvmem.memory.universal.Retrieval`: final states, the number of reads
+            :class:`~kvmem.memory.base.Retrieval`: final states, the number of reads
             that changed each state (reads until its fixed point), and whether a read left
             it unchanged within ``steps`` reads.
         """

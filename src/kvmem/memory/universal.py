@@ -22,32 +22,16 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import torch
 
 from .._checks import as_tensor, check_int, check_positive
 from .. import separation as _separation
 from .. import similarity as _similarity
-from .base import Memory, ReadResult, register_memory
+from .base import Memory, ReadResult, Retrieval, register_memory
 
 PROJECTIONS = ("auto", "hetero")
-
-
-class Retrieval(NamedTuple):
-    """What ``retrieve`` returns.
-
-    Attributes:
-        states: the final states ``[..., M, D]``.
-        steps: ``[..., M]`` (long): the number of updates that moved each state, i.e. the
-            updates made before its fixed point was reached (0: the cue was a fixed point).
-        converged: ``[..., M]`` (bool): an update left the state unchanged (within ``tol``)
-            before the step budget ran out.
-    """
-
-    states: torch.Tensor
-    steps: torch.Tensor
-    converged: torch.Tensor
 
 
 def _renamed(err: Exception, name: str) -> Exception:
@@ -91,7 +75,9 @@ def iterate(
     x = cue.clone()
     taken = torch.zeros(shape[:-1], dtype=torch.long, device=cue.device)
     converged = torch.zeros(shape[:-1], dtype=torch.bool, device=cue.device)
+    run = 0
     for _ in range(steps):
+        run += 1
         new = update(x).expand(shape)
         if clamp is not None:
             new = torch.where(clamp, cue, new)
@@ -102,7 +88,7 @@ def iterate(
         converged = converged | (active & ~moved)
         if bool(converged.all()):
             break
-    return Retrieval(x, taken, converged)
+    return Retrieval(x, taken, converged, run)
 
 
 @register_memory
