@@ -122,3 +122,46 @@ def test_paradigm_sees_the_classical_memory_cliff():
     few = capacity.probe(lambda n: kvmem.ClassicalHopfield(), n=200, p=10, trials=4, steps=30)
     many = capacity.probe(lambda n: kvmem.ClassicalHopfield(), n=200, p=60, trials=4, steps=30)
     assert float(few["overlap"].mean()) > 0.99 and float(many["overlap"].mean()) < 0.9
+
+
+def test_mean_criterion_bisects_on_the_mean_bit_error():
+    # Hetero-free Hebbian auto-association: the mean bit error rises with P; "over='mean'"
+    # must stop where the table's mean crosses the threshold, whatever the per-probe rates.
+    crit = Criterion("bit_error", 0.02, over="mean")
+    assert crit.name == "mean bit_error<=0.02"
+    factory = lambda n: kvmem.MatrixMemory(n, n)  # noqa: E731
+    p_star, probed = capacity.find_capacity(factory, n=100, criterion=crit, lo=2, hi=100, trials=8, max_probes=10)
+    means = dict(zip(probed["p"], probed["bit_error"]))
+    assert means[p_star] <= 0.02 < means[p_star + 1]
+    assert probed["within"].tolist() == [m <= 0.02 for m in probed["bit_error"]]
+    with pytest.raises(ValueError, match="over"):
+        Criterion("exact", over="mean")
+    with pytest.raises(ValueError, match="over"):
+        Criterion(over="median")
+
+
+def test_max_probes_probes_the_first_patterns_only():
+    crit = Criterion("bit_error", 0.01)
+    full = capacity.probe(lambda n: kvmem.ClassicalHopfield(), n=64, p=30, trials=4, criterion=crit, seed=5, steps=1)
+    part = capacity.probe(lambda n: kvmem.ClassicalHopfield(), n=64, p=30, trials=4, criterion=crit, seed=5, steps=1,
+                          max_probes=10)
+    # A plain recomputation: the same patterns (same seed), one sync step, first 10 probes.
+    x = capacity.make_patterns(4, 30, 64, seed=5)
+    w = x.transpose(-1, -2) @ x / 64
+    w = w - torch.diag_embed(torch.diagonal(w, dim1=-2, dim2=-1))
+    wrong = (torch.where(x @ w >= 0, 1.0, -1.0) != x).double().mean(-1)  # [trials, 30]
+    assert np.allclose(part["bit_error"].to_numpy(), wrong[:, :10].mean(-1).numpy())
+    assert np.allclose(full["bit_error"].to_numpy(), wrong.mean(-1).numpy())
+    assert wrong.sum() > 0  # P/N = 0.47: one step leaves errors, so the two tables are informative
+
+
+def test_retrieve_kwargs_reach_the_dynamics_and_are_refused_without_them():
+    crit = Criterion("bit_error", 0.01)
+    corrupt = lambda x, g: kvmem.paradigms.flip_bits(x, 0.1, generator=g)  # noqa: E731
+    a = capacity.probe(lambda n: kvmem.ClassicalHopfield(), n=64, p=4, trials=3, corrupt=corrupt, mode="async", seed=1)
+    b = capacity.probe(lambda n: kvmem.ClassicalHopfield(), n=64, p=4, trials=3, corrupt=corrupt, mode="async", seed=1)
+    assert a.equals(b) and (a["bit_error"] == 0).all()
+    with pytest.raises(ValueError, match="mode"):
+        capacity.probe(lambda n: kvmem.ClassicalHopfield(), n=64, p=4, trials=3, corrupt=corrupt, mode="parallel")
+    with pytest.raises(TypeError, match="no retrieve dynamics"):
+        capacity.probe(lambda n: kvmem.SlotMemory("dot", "hardmax"), n=16, p=4, trials=2, criterion=crit, mode="async")

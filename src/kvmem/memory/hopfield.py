@@ -296,8 +296,10 @@ class ClassicalHopfield(_Hopfield):
       sequential by definition, so a write loops over its patterns (vectorised over the
       batch and over i, j); later writes continue from the stored weights.
 
-    Update: s_i <- sign(sum_j w_ij s_j), with the tie rule sign(0) = +1 applied to the
-    computed field. Energy: E = -1/2 s^T W s, which never increases under asynchronous
+    Update: s_i <- sign(sum_j w_ij s_j), with the tie rule sign(0) = +1. For the Hebbian
+    rule the field is computed from the patterns as (1/N) [sum_mu xi_mu,i (xi_mu . s) - P s_i]
+    (dropping the diagonal), in integers, so ties are exact zeros and the result does not
+    depend on summation order; it also costs O(P N) per state instead of O(N^2). Energy: E = -1/2 s^T W s, which never increases under asynchronous
     updates (W symmetric with a non-negative diagonal).
 
     Args:
@@ -374,10 +376,32 @@ class ClassicalHopfield(_Hopfield):
         dw = (outer - xi.unsqueeze(-1) * h.transpose(-1, -2) - h * xi.unsqueeze(-2)) / n
         return (w + dw).masked_fill(eye, 0.0)
 
+    def _exact(self, states: torch.Tensor) -> bool:
+        """Whether the integer Hebbian field fits the dtype's exact integer range."""
+        if self.rule != "hebbian":
+            return False
+        limit = 2**24 if states.dtype in (torch.float32, torch.float16, torch.bfloat16) else 2**53
+        p, n = self.patterns.shape[-2:]
+        return p * n < limit and states.dtype != torch.float16 and states.dtype != torch.bfloat16
+
     def _update(self, states):
+        if self._exact(states):
+            x = self.patterns.to(states.dtype)
+            field = (states @ x.transpose(-1, -2)) @ x  # sum_mu xi_mu,i (xi_mu . s): integers
+            if self.zero_diagonal:
+                field = field - x.shape[-2] * states
+            return _sign(field)
         return _sign(states @ self.weights.transpose(-1, -2))
 
     def _neuron(self, states, index):
+        if self._exact(states):
+            x = _lift(self.patterns.to(states.dtype), states.dim())  # [..., P, N]
+            overlaps = states @ x.transpose(-1, -2)  # [..., M, P]
+            xi = torch.take_along_dim(x.unsqueeze(-3), index[..., None, None], dim=-1).squeeze(-1)  # [..., M, P]
+            field = (overlaps * xi).sum(-1)
+            if self.zero_diagonal:
+                field = field - x.shape[-2] * _at(states, index)
+            return _sign(field)
         w = _lift(self.weights, states.dim())
         rows = torch.take_along_dim(w, index.unsqueeze(-1), dim=-2)  # [..., M, N]: row w_i of each state
         return _sign((rows * states).sum(-1))
