@@ -1,6 +1,12 @@
 """Registered experiments: each module registers one :class:`Experiment` on import."""
 
-from . import retrieval_basics  # noqa: F401  (registers itself)
+# Each module registers itself on import.
+from . import (  # noqa: F401
+    capacity,
+    fig3_forgetting_reactivation,
+    retrieval_basics,
+    separation_robustness,
+)
 from .base import PROFILES, REGISTRY, Claim, Experiment, Progress, Result, parse_value, register
 
 

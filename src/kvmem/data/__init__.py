@@ -1,0 +1,1 @@
+"""Dataset loaders: data that ships with installed packages, and standard files from a user's folder."""
