@@ -51,7 +51,7 @@ EXP_TIE_RTOL = 1e-12
 
 def _sign(x: torch.Tensor) -> torch.Tensor:
     """sign with the tie rule sign(0) = +1."""
-    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+    return torch.where(x >= 0, x.new_ones(()), -x.new_ones(()))
 
 
 def _lift(x: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -116,13 +116,113 @@ class _Hopfield(Memory):
         return x.expand(*self._batch_shape(), *x.shape[-2:]).clone()
 
     # -- dynamics ------------------------------------------------------------------
-    def _update(self, states: torch.Tensor) -> torch.Tensor:
-        """One synchronous step ``[..., M, N] -> [..., M, N]``."""
+    def _update(self, states: torch.Tensor, memory: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """One synchronous step ``[..., M, N] -> [..., M, N]``.
+
+        ``memory`` (state name -> tensor) replaces the stored state, e.g. a subset of the
+        batch's memories; None reads the stored state.
+        """
         raise NotImplementedError
 
-    def _neuron(self, states: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """New value of neuron ``index[...]`` of each state given the others: ``[...]``."""
+    def _update_needs(self, states: torch.Tensor) -> tuple[str, ...]:
+        """The stored state tensors ``_update`` reads for these states."""
+        return self._required_state()
+
+    def _run_sync(self, start: torch.Tensor, clamp: torch.Tensor | None, steps: int) -> Retrieval:
+        """Synchronous dynamics from ``start [*batch, M, N]`` for at most ``steps`` steps.
+
+        Two shortcuts keep the cost proportional to the states still moving, with results
+        equal to iterating every state for the whole budget (tested against that loop):
+
+        - the map is deterministic, so once x_t == x_(t-2) a state alternates between two
+          values for good: it is settled at once, its final value fixed by the parity of the
+          steps left (binary models only: exact equality);
+        - once the moving states number at most half the memories (batch entries), the
+          steps run on those states only, each with its own memory gathered from the batch
+          (a few slow cues otherwise keep the whole batch iterating).
+        """
+        shape = start.shape
+        m, n = shape[-2:]
+        count = math.prod(shape[:-2])
+        rows = count * m
+        first = start.reshape(count, m, n)
+        states = first.clone()
+        keep = None if clamp is None else clamp.expand(shape).reshape(count, m, n)
+        prev = torch.empty_like(states)
+        done = torch.zeros(count, m, dtype=torch.bool, device=states.device)
+        cycling = torch.zeros_like(done)
+        moved = torch.zeros(count, m, dtype=torch.long, device=states.device)
+        stored = {k: getattr(self, k) for k in self._update_needs(states)}
+        stored = {k: v.expand(*shape[:-2], *v.shape[-2:]).reshape(count, *v.shape[-2:]) for k, v in stored.items()}
+        idx, memory = None, stored  # idx: the rows being stepped (None: all, batch-shaped)
+        run = 0
+        while run < steps:
+            live = ~(done | cycling).reshape(-1)
+            alive = int(live.sum())
+            if alive == 0:
+                break
+            # Gathering costs a memory per row: worth it once the moving rows number no more
+            # than half the memories, and again each time they halve.
+            if 2 * alive <= (count if idx is None else len(idx)):
+                idx = live.nonzero().squeeze(-1)
+                owner = torch.div(idx, m, rounding_mode="floor")
+                memory = {k: v[owner] for k, v in stored.items()}
+            run += 1
+            if idx is None:
+                view = lambda t: t  # noqa: E731
+            else:
+                view = lambda t: t.reshape(rows, 1, *t.shape[2:])[idx]  # noqa: E731
+            s = view(states)
+            frozen = view(done | cycling)
+            new = self._update(s, memory)
+            if keep is not None:
+                new = torch.where(view(keep), view(first), new)
+            new = torch.where(frozen.unsqueeze(-1), s, new)
+            still = self._unchanged(new, s)
+            moving = ~frozen & ~still
+            step_moved = moving.long()
+            loop = torch.zeros_like(moving)
+            if self._binary and run > 1:
+                loop = moving & (new == view(prev)).all(-1)
+                if bool(loop.any()):
+                    left = steps - run
+                    step_moved = step_moved + loop.long() * left
+                    new = torch.where(loop.unsqueeze(-1), new if left % 2 == 0 else s, new)
+            settled = still & ~frozen
+            if idx is None:
+                moved += step_moved
+                cycling |= loop
+                done |= settled
+                prev.copy_(s)
+                states = new
+            else:
+                flat = lambda t: t.view(rows, *t.shape[2:])  # noqa: E731
+                flat(moved)[idx] += step_moved.squeeze(-1)
+                flat(cycling)[idx] |= loop.squeeze(-1)
+                flat(done)[idx] |= settled.squeeze(-1)
+                flat(prev)[idx] = s.squeeze(-2)
+                flat(states)[idx] = new.squeeze(-2)
+        iterations = steps if bool(cycling.any()) else run
+        return Retrieval(states.reshape(shape), moved.reshape(shape[:-1]), done.reshape(shape[:-1]), iterations)
+
+    def _neuron(self, states: torch.Tensor, index: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        """New value of neuron ``index[...]`` of each state given the others: ``[...]``.
+
+        ``cache`` is what :meth:`_async_cache` built for these states, kept current by
+        :meth:`_after_neuron`.
+        """
         return _at(self._update(states), index)
+
+    #: Cache entries that change during a sweep (written back after a partial sweep).
+    _async_cache_mutable: ClassVar[tuple[str, ...]] = ()
+
+    def _async_cache(self, states: torch.Tensor) -> dict | None:
+        """Running quantities ``[*batch, ...]`` that make one neuron's update cheaper
+        (None: no cache)."""
+        return None
+
+    def _after_neuron(self, cache: dict, index: torch.Tensor, change: torch.Tensor) -> None:
+        """Bring ``cache`` up to date after neuron ``index`` of each state changed by ``change``."""
 
     def _unchanged(self, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
         return (new == old).all(-1)
@@ -198,11 +298,16 @@ class _Hopfield(Memory):
         return mask.to(cue.device)
 
     def _set_neuron(
-        self, states: torch.Tensor, index: torch.Tensor, clamp: torch.Tensor | None, frozen: torch.Tensor | None
+        self,
+        states: torch.Tensor,
+        index: torch.Tensor,
+        clamp: torch.Tensor | None,
+        frozen: torch.Tensor | None,
+        cache: dict | None = None,
     ) -> torch.Tensor:
         """Update neuron ``index`` of each state in place; return the size of the change."""
         old = _at(states, index)
-        new = self._neuron(states, index)
+        new = self._neuron(states, index, cache)
         keep = None
         if clamp is not None:
             keep = _at(clamp.expand(states.shape), index)
@@ -211,6 +316,8 @@ class _Hopfield(Memory):
         if keep is not None:
             new = torch.where(keep, old, new)
         states.scatter_(-1, index.unsqueeze(-1), new.unsqueeze(-1))
+        if cache is not None:
+            self._after_neuron(cache, index, new - old)
         return (new - old).abs()
 
     def retrieve(
@@ -244,32 +351,55 @@ class _Hopfield(Memory):
         gen = make_generator(seed, "seed")
         clamp = self._clamp(clamp, cue)
         start = self._full(cue)
+        if mode == "sync":
+            return self._run_sync(start, clamp, steps)
+        return self._run_async(start, clamp, steps, gen)
+
+    def _run_async(self, start: torch.Tensor, clamp: torch.Tensor | None, steps: int, gen: torch.Generator) -> Retrieval:
+        """Asynchronous sweeps from ``start [*batch, M, N]``; one random order per sweep.
+
+        With a model cache (:meth:`_async_cache`), a sweep runs only on the memories (batch
+        entries) that still have a moving state once they are at most half of them: the
+        slowest cues otherwise keep every memory sweeping. The orders are drawn for the
+        whole batch every sweep, so results do not depend on this.
+        """
+        shape = start.shape
+        m, n = shape[-2:]
+        count = math.prod(shape[:-2])
         states = start.clone()
-        done = torch.zeros(states.shape[:-1], dtype=torch.bool, device=states.device)
-        moved = torch.zeros(states.shape[:-1], dtype=torch.long, device=states.device)
-        n = states.shape[-1]
+        flat = states.view(count, m, n)
+        keep = None if clamp is None else clamp.expand(shape).reshape(count, m, n)
+        done = torch.zeros(count, m, dtype=torch.bool, device=states.device)
+        moved = torch.zeros(count, m, dtype=torch.long, device=states.device)
+        cache = self._async_cache(states)
+        if cache is not None:
+            cache = {k: v.expand(*shape[:-2], *v.shape[-2:]).reshape(count, *v.shape[-2:]) for k, v in cache.items()}
         run = 0
         while run < steps and not bool(done.all()):
             run += 1
-            if mode == "sync":
-                new = self._update(states)
-                if clamp is not None:
-                    new = torch.where(clamp, start, new)
-                new = torch.where(done.unsqueeze(-1), states, new)
-                still = self._unchanged(new, states)
+            order = torch.rand(shape, generator=gen).argsort(dim=-1).to(states.device).view(count, m, n)
+            live = (~done).any(-1)
+            idx = None
+            if cache is not None and 2 * int(live.sum()) <= count:
+                idx = live.nonzero().squeeze(-1)
+            pick = (lambda t: t) if idx is None else (lambda t: t[idx])  # noqa: E731
+            s_, done_, order_ = pick(flat), pick(done), pick(order)
+            keep_ = None if keep is None else pick(keep)
+            cache_ = None if cache is None else {k: pick(v) for k, v in cache.items()}
+            change = torch.zeros_like(s_[..., 0])
+            for t in range(n):
+                change = torch.maximum(change, self._set_neuron(s_, order_[..., t], keep_, done_, cache_))
+            still = self._sweep_unchanged(change)
+            if idx is None:
                 moved += (~done & ~still).long()
-                done = done | still
-                states = new
+                done |= still
             else:
-                order = torch.rand(states.shape, generator=gen).argsort(dim=-1).to(states.device)
-                change = torch.zeros_like(states[..., 0])
-                for t in range(n):
-                    step_change = self._set_neuron(states, order[..., t], clamp, done)
-                    change = torch.maximum(change, step_change)
-                still = self._sweep_unchanged(change)
-                moved += (~done & ~still).long()
-                done = done | still
-        return Retrieval(states, moved, done, run)
+                flat[idx] = s_
+                for k in self._async_cache_mutable:
+                    cache[k][idx] = cache_[k]
+                moved[idx] += (~done_ & ~still).long()
+                done[idx] = done_ | still
+        return Retrieval(states, moved.view(shape[:-1]), done.view(shape[:-1]), run)
 
     def _sweep_unchanged(self, change: torch.Tensor) -> torch.Tensor:
         return change == 0
@@ -384,16 +514,42 @@ class ClassicalHopfield(_Hopfield):
         p, n = self.patterns.shape[-2:]
         return p * n < limit and states.dtype != torch.float16 and states.dtype != torch.bfloat16
 
-    def _update(self, states):
+    def _update_needs(self, states):
+        return ("patterns",) if self._exact(states) else ("weights",)
+
+    def _update(self, states, memory=None):
+        memory = memory or {"patterns": self.patterns, "weights": self.weights}
         if self._exact(states):
-            x = self.patterns.to(states.dtype)
+            x = memory["patterns"].to(states.dtype)
             field = (states @ x.transpose(-1, -2)) @ x  # sum_mu xi_mu,i (xi_mu . s): integers
             if self.zero_diagonal:
                 field = field - x.shape[-2] * states
             return _sign(field)
-        return _sign(states @ self.weights.transpose(-1, -2))
+        return _sign(states @ memory["weights"].transpose(-1, -2))
 
-    def _neuron(self, states, index):
+    _async_cache_mutable = ("overlaps",)
+
+    def _async_cache(self, states):
+        # The overlaps xi_mu . s, updated by O(P) per flipped neuron instead of recomputed
+        # by an O(P N) product per neuron: a sweep costs O(P N), as with a weight matrix.
+        if not self._exact(states):
+            return None
+        x = _lift(self.patterns.to(states.dtype), states.dim())
+        # x transposed and contiguous [..., N, P]: neuron i's row of weights-to-patterns.
+        return {"xt": x.transpose(-1, -2).contiguous(), "overlaps": states @ x.transpose(-1, -2)}
+
+    def _after_neuron(self, cache, index, change):
+        cache["overlaps"] += change.unsqueeze(-1) * cache["xi"]
+
+    def _neuron(self, states, index, cache=None):
+        if cache is not None:
+            # xi_mu,i for the neuron i of each state: [..., M, P]; integers, so exact.
+            xi = torch.take_along_dim(cache["xt"], index.unsqueeze(-1), dim=-2)
+            cache["xi"] = xi
+            field = (cache["overlaps"] * xi).sum(-1)
+            if self.zero_diagonal:
+                field = field - xi.shape[-1] * _at(states, index)
+            return _sign(field)
         if self._exact(states):
             x = _lift(self.patterns.to(states.dtype), states.dim())  # [..., P, N]
             overlaps = states @ x.transpose(-1, -2)  # [..., M, P]
@@ -500,14 +656,18 @@ class DenseAssociativeMemory(_Hopfield):
         # Sums of exponentials are not exact: a difference within rounding is a tie (-> +1).
         return torch.where(diff.abs() <= EXP_TIE_RTOL * (up + down), torch.zeros_like(diff), diff)
 
-    def _update(self, states):
-        x = self.patterns.double().unsqueeze(-3)  # [..., 1, P, N]
+    def _update(self, states, memory=None):
+        return self._step(states, self.patterns if memory is None else memory["patterns"])
+
+    def _step(self, states: torch.Tensor, patterns: torch.Tensor) -> torch.Tensor:
+        """One synchronous step of states ``[..., M, N]`` against ``patterns [..., P, N]``."""
+        x = patterns.double().unsqueeze(-3)  # [..., 1, P, N]
         s = states.double()
-        overlaps = s @ self.patterns.double().transpose(-1, -2)  # [..., M, P]
+        overlaps = s @ patterns.double().transpose(-1, -2)  # [..., M, P]
         rest = overlaps.unsqueeze(-1) - x * s.unsqueeze(-2)  # xi_mu . s without neuron i
         return _sign(self._difference(rest, x)).to(states.dtype)
 
-    def _neuron(self, states, index):
+    def _neuron(self, states, index, cache=None):
         s = states.double()
         x = _lift(self.patterns.double(), s.dim())  # [..., P, N]
         overlaps = s @ x.transpose(-1, -2)  # [..., M, P]
@@ -583,12 +743,13 @@ class ModernHopfield(_Hopfield):
         x = self._patterns_in(keys, values)
         self.patterns = x if self.is_empty else torch.cat([self.patterns, x], dim=-2)
 
-    def _weights(self, states):
-        scores = self._similarity(states, self.patterns)
+    def _weights(self, states, patterns=None):
+        scores = self._similarity(states, self.patterns if patterns is None else patterns)
         return scores, self._separation(scores)
 
-    def _update(self, states):
-        return self._weights(states)[1] @ self.patterns
+    def _update(self, states, memory=None):
+        patterns = self.patterns if memory is None else memory["patterns"]
+        return self._weights(states, patterns)[1] @ patterns
 
     def read(self, queries: Any, details: bool = False) -> torch.Tensor | ReadResult:
         """One update step xi <- X^T softmax(beta X xi) for states ``[..., M, N]``.
