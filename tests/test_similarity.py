@@ -380,3 +380,16 @@ def test_kernel_rejects_bad_feature_map():
         similarity.get({"name": "kernel", "feature_map": "no_such_map"})
     with pytest.raises(TypeError):
         similarity.get({"name": "kernel", "feature_map": 3})
+
+
+def test_neg_euclidean_gradient_is_finite_when_a_query_sits_on_a_key():
+    from kvmem import similarity
+
+    keys = torch.tensor([[1.0, 2.0], [0.0, -1.0]], dtype=torch.float64)
+    q = keys[:1].clone().requires_grad_(True)  # exactly on key 0
+    s = similarity.get("neg_euclidean")(q, keys)
+    assert s[0, 0] == 0 and torch.isclose(s[0, 1], -torch.tensor(10.0, dtype=torch.float64).sqrt())
+    s.sum().backward()
+    # d/dq of -|q - k1| is -(q - k1)/|q - k1|; the term of k0 contributes its subgradient 0.
+    expected = -(keys[0] - keys[1]) / (keys[0] - keys[1]).norm()
+    assert torch.isfinite(q.grad).all() and torch.allclose(q.grad[0], expected)

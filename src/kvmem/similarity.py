@@ -107,7 +107,12 @@ class NegEuclidean(Similarity):
     """Negative Euclidean distance -||q - k||_2 (Millidge et al. 2022)."""
 
     def scores(self, queries, keys):
-        return -_squared_distance(queries, keys).sqrt()
+        d2 = _squared_distance(queries, keys)
+        # sqrt has an infinite derivative at 0, which turns a query sitting exactly on a key
+        # into NaN gradients; at 0 the distance's subgradient 0 is used instead. The forward
+        # values are the plain square roots.
+        positive = d2 > 0
+        return -torch.where(positive, torch.where(positive, d2, torch.ones_like(d2)).sqrt(), torch.zeros_like(d2))
 
 
 @registry.register("neg_manhattan")
