@@ -134,31 +134,187 @@ def run(
 @app.command("reproduce")
 def reproduce(
     profile: Annotated[str, typer.Option(help="Settings profile: quick or full.")] = "quick",
-    out: Annotated[Path, typer.Option(help="Output folder; one sub-folder per experiment.")] = Path("kvmem-results"),
+    out: Annotated[Path, typer.Option(help="Output folder: index.html and one sub-folder per experiment.")] = Path("kvmem-results"),
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only these experiments (repeatable).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    workers: Annotated[Optional[int], typer.Option(help="Run the experiments on a Dask LocalCluster with N workers.")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="Run them on an existing Dask cluster: tcp://host:port.")] = None,
+    connect_timeout: Annotated[float, typer.Option(help="Seconds to wait for --scheduler.")] = 5.0,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars or tables.")] = False,
 ) -> None:
-    """Run every registered experiment (or those named) and summarise the claims."""
+    """Run every registered experiment (or those named) and write the HTML report DIR/index.html.
+
+    Exit codes: 0 every claim held; 1 a claim failed or an experiment raised (the others
+    still run; the report shows which); 2 bad usage, unwritable folder or unreachable
+    scheduler; 130 interrupted.
+    """
+    from .runner.executor import BackendUnavailable, check_backend
+    from .runner.reproduce import reproduce as run_all
+
     if profile not in PROFILES:
         raise _fail(f"--profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
     names = only or experiments.names()
     unknown = [n for n in names if n not in experiments.REGISTRY]
     if unknown:
         raise _fail(f"--only: unknown experiment(s) {', '.join(unknown)}; known: {', '.join(experiments.names())}")
+    try:
+        check_backend(workers, scheduler)
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".kvmem-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except ValueError as err:
+        raise _fail(str(err)) from None
+    except OSError as err:
+        raise _fail(f"--out: cannot write to {out}: {err.strerror or err}") from None
+
     summary = Table(title=f"kvmem reproduce ({profile})")
     for col in ("experiment", "claims passed", "seconds"):
         summary.add_column(col)
-    failed = 0
-    for name in names:
-        run = _run_one(name, profile, {}, seed, out / name, quiet)
-        n_ok = sum(c.passed for c in run.claims)
-        failed += len(run.claims) - n_ok
-        summary.add_row(name, f"{n_ok}/{len(run.claims)}", f"{run.seconds:.1f}")
-    console.print(summary)
-    console.print(f"results in {out}")
-    if failed:
+    with _bar(quiet) as bar:
+        overall = bar.add_task(f"experiments ({profile})", total=len(names))
+
+        def on_done(name, run, error):
+            bar.advance(overall)
+            if run is not None:
+                n_ok = sum(c.passed for c in run.claims)
+                summary.add_row(name, f"{n_ok}/{len(run.claims)}", f"{run.seconds:.1f}")
+            else:
+                summary.add_row(name, "[red]raised[/]", "-")
+
+        def progress(name):
+            return _BarProgress(bar, f"{name} ({profile})")
+
+        try:
+            result = run_all(names, profile=profile, seed=seed, out=out, workers=workers, scheduler=scheduler,
+                             connect_timeout=connect_timeout, progress=progress, on_done=on_done)
+        except (ValueError, BackendUnavailable) as err:
+            raise _fail(str(err)) from None
+        except KeyboardInterrupt:
+            errors.print("interrupted; experiments already written are kept in their folders", highlight=False)
+            raise typer.Exit(code=130) from None
+    if not quiet:
+        console.print(summary)
+        for name, error in result.failures.items():
+            last = error.strip().splitlines()[-1] if error.strip() else "error"
+            errors.print(f"{name} raised: {last}", highlight=False, soft_wrap=True)
+        console.print(f"report: {result.report} ({result.seconds:.1f} s, {result.backend})", highlight=False)
+    if not result.ok:
         raise typer.Exit(code=1)
+
+
+def _frame_table(title: str, df, floats: str = "{:.4g}") -> Table:
+    table = Table(title=title)
+    for col in df.columns:
+        table.add_column(str(col), overflow="fold")
+    for row in df.itertuples(index=False):
+        table.add_row(*(floats.format(v) if isinstance(v, float) else str(v) for v in row))
+    return table
+
+
+@app.command("sweep")
+def sweep(
+    name: Annotated[str, typer.Argument(help="Experiment name (see `kvmem list`).")],
+    grid: Annotated[Optional[list[str]], typer.Option("--grid", help="Swept setting: key=v1,v2,... (repeatable; "
+                                                      "use ';' between values that contain commas).")] = None,
+    seeds: Annotated[str, typer.Option(help="Seeds: 0-9, 0,3,7 or 0-4,10.")] = "0",
+    profile: Annotated[str, typer.Option(help="Settings profile: quick or full.")] = "quick",
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Fixed setting for every task: key=value (repeatable).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder holding sweep.sqlite (default: kvmem-sweeps/NAME).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Run on a Dask LocalCluster with N single-threaded workers.")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="Join an existing Dask cluster: tcp://host:port.")] = None,
+    connect_timeout: Annotated[float, typer.Option(help="Seconds to wait for --scheduler.")] = 5.0,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Run the grid x seeds of an experiment into a resumable SQLite store; rerun to resume.
+
+    Exit codes: 0 every task done; 1 some task raised (recorded, retried on rerun);
+    2 bad usage, unwritable folder or unreachable scheduler; 130 interrupted.
+    """
+    from .runner.executor import BackendUnavailable
+    from .runner.store import StoreError
+    from .runner.sweep import make_spec, run_sweep
+
+    if name not in experiments.REGISTRY:
+        raise _fail(f"unknown experiment {name!r}; known: {', '.join(experiments.names())}")
+    if profile not in PROFILES:
+        raise _fail(f"--profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
+    fixed = _parse_sets(set_ or [])
+    out = out or Path("kvmem-sweeps") / name
+    try:
+        spec = make_spec(name, grid or [], seeds, profile=profile, fixed=fixed)
+    except ValueError as err:
+        raise _fail(str(err)) from None
+    try:
+        with _bar(quiet) as bar:
+            report = run_sweep(name, grid or [], seeds, out=out, profile=profile, fixed=fixed, workers=workers,
+                               scheduler=scheduler, connect_timeout=connect_timeout,
+                               progress=_BarProgress(bar, f"sweep {name} ({spec.size} tasks)"))
+    except (ValueError, StoreError, BackendUnavailable) as err:
+        raise _fail(str(err)) from None
+    except KeyboardInterrupt:
+        errors.print(f"interrupted; finished tasks are kept in {out}; rerun the same command to resume",
+                     highlight=False, soft_wrap=True)
+        raise typer.Exit(code=130) from None
+    if not quiet:
+        console.print(f"sweep {name}: {report.planned} tasks, {report.skipped} already done, {report.finished} run, "
+                      f"{report.failed} failed in {report.seconds:.1f} s ({report.backend}); store {report.store}",
+                      highlight=False, soft_wrap=True)
+    for task_id, params, seed, message in report.errors:
+        errors.print(f"task {task_id} ({params}, seed {seed}) failed: {message}", highlight=False, soft_wrap=True)
+    if report.failed:
+        raise typer.Exit(code=1)
+
+
+@app.command("results")
+def results(
+    folder: Annotated[Path, typer.Argument(help="Sweep output folder (holding sweep.sqlite).")],
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Export to this CSV file.")] = None,
+    parquet: Annotated[Optional[Path], typer.Option("--parquet", help="Export to this Parquet file.")] = None,
+    table: Annotated[Optional[str], typer.Option(help="Export this result table (over tasks) instead of the task list.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Write a sweep figure (PNG) of --metric against --x.")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="Column plotted by --plot (task list, or --table).")] = None,
+    x: Annotated[Optional[str], typer.Option("--x", help="Swept parameter on the x axis of --plot.")] = None,
+    by: Annotated[Optional[list[str]], typer.Option("--by", help="Columns separating lines in --plot (repeatable; "
+                                                    "default: the other swept parameters).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No summary tables.")] = False,
+) -> None:
+    """Summarise a sweep store; export tasks or a result table to CSV / Parquet; plot a metric."""
+    from .runner.results import export, load_results, load_table, plot_sweep, summarize
+    from .runner.store import StoreError
+
+    if csv is not None and parquet is not None:
+        raise _fail("--csv and --parquet: give one, not both")
+    if plot is not None and (metric is None or x is None):
+        raise _fail("--plot needs --metric and --x")
+    try:
+        if not quiet:
+            summary = summarize(folder)
+            console.print(_frame_table(f"sweep store {folder}", summary["tasks"]))
+            if len(summary["claims"]):
+                console.print(_frame_table("claims passed (finished tasks)", summary["claims"]))
+            if len(summary["means"]):
+                console.print(_frame_table("means over finished tasks, by parameter value", summary["means"]))
+        target = csv or parquet
+        if target is not None:
+            path = export(folder, target, table=table, format="csv" if csv is not None else "parquet")
+            if not quiet:
+                console.print(f"wrote {path}", highlight=False)
+        if plot is not None:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            frame = load_table(folder, table) if table is not None else load_results(folder)
+            fig = plot_sweep(frame, metric, x, by=by)
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(plot, dpi=120)
+            plt.close(fig)
+            if not quiet:
+                console.print(f"wrote {plot}", highlight=False)
+    except (ValueError, StoreError) as err:
+        raise _fail(str(err)) from None
 
 
 def main() -> None:

@@ -3,7 +3,9 @@
 # Each module registers itself on import.
 from . import (  # noqa: F401
     capacity,
+    fig2_key_value_optimization,
     fig3_forgetting_reactivation,
+    learned_vs_fixed_keys,
     retrieval_basics,
     separation_robustness,
 )

@@ -362,8 +362,24 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
         "subset": pd.DataFrame(subset_rows),
         "subset_summary": pd.DataFrame(summary_rows),
         **_paper_tables(),
+        "published": _published(config, scalars, beta_table),
     }
     return Result(tables=tables, scalars=scalars, config=asdict(config))
+
+
+def _published(config: Config, scalars: dict[str, Any], beta_table: pd.DataFrame) -> pd.DataFrame:
+    """The paper's logged numbers beside ours (the report's ``published`` convention)."""
+    data = "MNIST -> Fashion-MNIST" if config.dataset == "mnist" else "sklearn digits 0/1 -> 2/3 (ours); paper: MNIST"
+    source = f"authors' notebook log (seed 0, T4); this run: {data}"
+    rows = [
+        ("Task 1 accuracy after Task 1 (%)", PAPER_TASK1_EPOCHS[5], scalars["task1_after_task1_pct"]),
+        ("Task 2 accuracy after Task 2 (%)", PAPER_TASK2_EPOCHS[10], scalars["task2_after_task2_pct"]),
+        ("Task 1 accuracy after Task 2 (%)", PAPER_TASK1_EPOCHS[10], scalars["task1_after_task2_pct"]),
+    ]
+    authors = beta_table[(beta_table["variant"] == "authors") & ((beta_table["beta"] - 1.9).abs() < 1e-9)]
+    measured = float(authors["task1_accuracy_pct"].iloc[0]) if len(authors) else float("nan")
+    rows.append(("Task 1 accuracy at beta = 1.9, authors' variant (W0 scaled too) (%)", PAPER_BETA_TASK1[1.9], measured))
+    return pd.DataFrame([{"quantity": q, "published": p, "measured": m, "source": source} for q, p, m in rows])
 
 
 def plot(result: Result) -> dict[str, Any]:
