@@ -121,7 +121,7 @@ def canonical_config(config: Any) -> str:
     Example:
         >>> from kvmem.experiments import get
         >>> canonical_config(get("retrieval-basics").config("quick", {"trials": "2"}))[:40]
-        '{"decay":0.9,"delta_passes":10000000,"ke'
+        '{"decay":0.9,"delta_passes":100000000000'
     """
     data = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     return json.dumps(_jsonable(data), sort_keys=True, separators=(",", ":"))
