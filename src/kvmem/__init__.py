@@ -12,7 +12,7 @@ Example:
     torch.Size([3, 4])
 """
 
-from . import features, paradigms, separation, similarity
+from . import bio, features, paradigms, separation, similarity
 from .io import load, save
 from .memory import (
     ClassicalHopfield,
@@ -57,6 +57,7 @@ __all__ = [
     "Softmax",
     "Threshold",
     "TopK",
+    "bio",
     "features",
     "load",
     "save",
