@@ -2,6 +2,7 @@
 
 # Each module registers itself on import.
 from . import (  # noqa: F401
+    associative_retrieval_capacity,
     capacity,
     fig2_key_value_optimization,
     fig3_forgetting_reactivation,
