@@ -33,7 +33,6 @@ Claims checked:
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import asdict, dataclass
 from typing import Any

@@ -28,7 +28,6 @@ below those of values).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -38,7 +37,7 @@ import pandas as pd
 import torch
 
 from .._checks import as_tensor, check_int, check_positive
-from .base import Claim, Experiment, Progress, Result, register
+from .base import Claim, Experiment, Progress, Result, register, torch_threads
 
 MODES = ("faithful", "clean")
 """Training modes: ``faithful`` keeps the notebooks' accumulating gradients; ``clean`` zeroes them."""
@@ -421,17 +420,7 @@ def _summarise(traj: Trajectory, classes: np.ndarray, n_classes: int, targets: n
     return summary, rows
 
 
-@contextlib.contextmanager
-def _threads(n: int):
-    if n <= 0:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+
 
 
 def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> Result:
@@ -455,7 +444,7 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
     cases = list(zip(config.classes, config.n_pairs, config.steps))
     progress.total(sum(math.ceil(s / config.record_every) for _, _, s in cases) * len(config.modes))
     traj_frames, loss_frames, summary_rows, centroid_rows = [], [], [], []
-    with _threads(config.threads):
+    with torch_threads(config.threads):
         for n_classes, n_pairs, steps in cases:
             gen = torch.Generator().manual_seed(config.base_seed + seed)
             keys, values, classes = draw_task(n_pairs, n_classes, gen)

@@ -32,9 +32,7 @@ uniform ``beta_eff``.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -45,7 +43,7 @@ from torch import nn
 from ..data.digits import load_digits
 from ..data.idx import TrainTest, find_dataset_folder, load_idx_dataset
 from ..learning.dual_form import NetworkRecorder
-from .base import Claim, Experiment, Progress, Result, register
+from .base import Claim, Experiment, Progress, Result, register, torch_threads
 
 TASKS = ("task1", "task2")
 VARIANTS = {"authors": True, "pairs_only": False}  # variant -> scale_init
@@ -196,16 +194,7 @@ def load_tasks(config: Config) -> tuple[TrainTest, TrainTest, dict[str, Any]]:
     return t1, t2, info
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    # The matrices are tiny: one thread is faster than several, and fixes the reduction
-    # order, so the same seed gives the same numbers whatever the machine's core count.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+
 
 
 def make_network(input_dim: int, hidden: int, gen: torch.Generator) -> nn.Sequential:
@@ -240,7 +229,7 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
     n_frac = len(config.subset_fractions)
     progress.total(2 * config.epochs + len(config.betas) + n_frac)
 
-    with _one_thread():
+    with torch_threads(1):
         gen = torch.Generator().manual_seed(seed)
         net = make_network(info["input_dim"], config.hidden, gen)
         opt = torch.optim.SGD(net.parameters(), lr=config.lr)

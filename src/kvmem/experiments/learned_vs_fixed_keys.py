@@ -44,8 +44,6 @@ Claims checked (on the separately learned map; thresholds in :func:`claims`):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -65,7 +63,7 @@ from ..learning.key_maps import (
 )
 from ..paradigms.corruption import gaussian_noise, mask
 from ..separation import Softmax
-from .base import Claim, Experiment, Progress, Result, register
+from .base import Claim, Experiment, Progress, Result, register, torch_threads
 
 DATASETS = ("digits", "random")
 SIMILARITIES = ("scaled_dot", "neg_euclidean", "dot", "cosine")
@@ -273,25 +271,12 @@ def _seed(seed: int, *path: Any) -> int:
     return int(np.random.SeedSequence(words).generate_state(1)[0] >> 1)
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread, restoring the setting afterwards.
 
-    Every product here is small (at most a few hundred rows of 64 entries per memory), so a
-    second thread buys nothing; on a busy 2-core machine the threads' synchronisation made
-    the quick profile four times slower (36 s against 9 s with one thread, measured once).
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> Result:
     """Train / calibrate every map on every dataset and similarity, then evaluate on fresh cues."""
-    with _one_thread():
+    with torch_threads(1):
         return _run(config, seed=seed, progress=progress)
 
 

@@ -66,7 +66,7 @@ import torch
 from .. import separation as _separation
 from .. import similarity as _similarity
 from ..paradigms import gaussian_noise, mask
-from .base import Claim, Experiment, Progress, Result, register
+from .base import Claim, Experiment, Progress, Result, register, torch_threads
 
 DATASETS = ("random", "digits")
 CORRUPTIONS = ("gaussian", "flip", "mask")
@@ -382,14 +382,9 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
         1.0
     """
     validate(config)
-    threads = torch.get_num_threads()
-    # Thousands of small reads: handing each one to a thread pool costs more than the work
-    # (10x slower on a busy 2-core machine), so they run on one thread; restored below.
-    torch.set_num_threads(1)
-    try:
+    # Thousands of small reads: one thread (see torch_threads).
+    with torch_threads(1):
         return _run(config, seed, progress or Progress())
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(config: Config, seed: int, progress: Progress) -> Result:
@@ -595,7 +590,6 @@ def plot(result: Result) -> dict[str, Any]:
 def claims(result: Result) -> list[Claim]:
     """The trade-off claims and the similarity comparison, each with its threshold."""
     table = result.tables["robustness"]
-    sweep = table[table["sweep"]]
     out = []
 
     zero = table[(table["level"] == 0.0) & (table["sep_kind"] == "hardmax")

@@ -29,7 +29,6 @@ Hebbian value rule and perfect recall up to N.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -50,7 +49,7 @@ from ..bio.three_factor import (
     recall_task,
 )
 from ..memory import ClassicalHopfield, SlotMemory
-from .base import Claim, Experiment, Progress, Result, register
+from .base import Claim, Experiment, Progress, Result, register, torch_threads
 
 #: Published numbers (Tyulmankov et al. 2021, Sec. 3.1, Fig. 2b): capacity slopes C ~ a N.
 PUBLISHED_SLOPES = {"sequential": 1.0, "random": 0.16, "hopfield": 0.14}
@@ -175,17 +174,7 @@ def _validate(config: Config) -> None:
     check_int(config.threads, "threads", minimum=0)
 
 
-@contextlib.contextmanager
-def _threads(n: int):
-    if n <= 0:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+
 
 
 # -- scoring ---------------------------------------------------------------------------
@@ -331,7 +320,7 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
     models = ["sequential", "random", "slot", "hopfield"]
     size_models = ("sequential", "random", "hopfield")
     progress.total(len(models) + len(config.meta_locals) * (config.meta_steps + 1) + len(config.sizes) * len(size_models))
-    with _threads(config.threads):
+    with torch_threads(config.threads):
         gen = make_generator(seed)
         x, cue = recall_task(config.trials, lengths[-1], n, config.erase, generator=gen)
         amb = {t: _ambiguous(x[:, :t], cue[:, :t]) for t in lengths}

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from scipy import special, stats
 
-from .._checks import as_tensor, check_int, make_generator
+from .._checks import check_int, make_generator
 from .base import Memory, ReadResult, Retrieval, register_memory
 from .universal import _renamed, iterate
 
