@@ -19,13 +19,7 @@ from kvmem.bio.three_factor import (
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Many tiny sequential operations: extra intra-op threads only add contention.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- plain references --------------------------------------------------------------------

@@ -13,13 +13,7 @@ TAGS = ("a", "b", "c")
 DIN, HID, DOUT, BATCH, STEPS = 6, 10, 3, 8, 36
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny matrices: one thread avoids thread contention on a busy 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(dtype, seed=1):

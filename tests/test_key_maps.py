@@ -21,14 +21,7 @@ from kvmem.learning.key_maps import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Every tensor here is tiny; a second intra-op thread only adds synchronisation, which
-    # on a busy 2-core machine makes the training tests several times slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gen(seed=0):

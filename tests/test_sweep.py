@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from kvmem import experiments
 from kvmem.cli import app
 from kvmem.experiments import Claim, Experiment, Result, get
+from kvmem.experiments.base import torch_threads
 from kvmem.runner import (
     Call,
     Store,
@@ -191,8 +192,7 @@ def test_in_process_sweep_stores_exactly_what_the_experiment_returns(tmp_path):
     results = load_results(tmp_path)
     assert results[["key_dim", "seed"]].values.tolist() == [[8, 0], [8, 1], [16, 0], [16, 1]]
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         for _, task in results.iterrows():
             ref = run_experiment("retrieval-basics", overrides={**{k: str(v) for k, v in SMALL.items()},
                                                                 "key_dim": str(task["key_dim"])}, seed=int(task["seed"]))
@@ -202,8 +202,6 @@ def test_in_process_sweep_stores_exactly_what_the_experiment_returns(tmp_path):
             assert task["claims_passed"] == sum(c.passed for c in ref.claims)
             assert task["claims_total"] == 3 and task["backend"] == "in-process"
             assert task[f"claim.{ref.claims[0].name}"] == ref.claims[0].passed
-    finally:
-        torch.set_num_threads(before)
     assert torch.get_num_threads() == before  # the sweep restored the driver's setting
 
 

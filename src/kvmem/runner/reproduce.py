@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..experiments import Progress
+from ..experiments.base import torch_threads
 from .executor import Call, open_executor
 from .local import RunOutput, run_experiment, write_outputs
 
@@ -52,11 +53,8 @@ class ReproduceOutput:
 
 def run_on_worker(name: str, profile: str, overrides: Mapping[str, str], seed: int, threads: int | None) -> RunOutput:
     """One experiment as a task; ``threads`` pins torch's thread count (Dask workers: 1)."""
-    import torch
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-    return run_experiment(name, profile=profile, overrides=dict(overrides), seed=seed)
+    with torch_threads(threads or 0):
+        return run_experiment(name, profile=profile, overrides=dict(overrides), seed=seed)
 
 
 def reproduce(

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..experiments import Progress, get
+from ..experiments.base import torch_threads
 from .executor import Call, check_backend, open_executor
 from .local import _jsonable, _versions, run_experiment
 from .store import PlannedTask, Store
@@ -339,16 +340,10 @@ def run_task(experiment: str, profile: str, overrides: Mapping[str, str], seed: 
         >>> sorted(out["tables"]), out["table_rows"]["retrieval"], out["scalars"]
         (['retrieval'], 30, {'key_dim': 32})
     """
-    import torch
-
     if module:
         importlib.import_module(module)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         run = run_experiment(experiment, profile=profile, overrides=dict(overrides), seed=seed)
-    finally:
-        torch.set_num_threads(before)
     tables = {name: _table_bytes(t) for name, t in run.result.tables.items()}
     return {
         "config": canonical_config(run.result.config),
