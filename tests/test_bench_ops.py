@@ -1,19 +1,14 @@
 """benchmarks/bench_ops.py computes what it claims (correctness only; no timing is asserted)."""
 
-import importlib.util
+import importlib
 import json
-from pathlib import Path
 
 import torch
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module({"bench_ops": "kvmem.bench.cases.ops", "bench_capacity": "kvmem.bench.cases.capacity"}[name])
 
 
 def test_flop_counts_match_a_hand_count():

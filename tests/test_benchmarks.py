@@ -1,20 +1,15 @@
 """The benchmark scripts compute what they claim (correctness only; no timing is asserted)."""
 
-import importlib.util
-from pathlib import Path
+import importlib
 
 import torch
 
 from kvmem.paradigms import capacity
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module({"bench_ops": "kvmem.bench.cases.ops", "bench_capacity": "kvmem.bench.cases.capacity"}[name])
 
 
 def test_capacity_benchmark_loop_equals_batched_and_writes_json(tmp_path):

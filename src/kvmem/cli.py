@@ -266,6 +266,38 @@ def sweep(
         raise typer.Exit(code=1)
 
 
+@app.command("bench")
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="Small sizes: seconds per case instead of minutes.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Write bench.json and bench.md (Markdown table) here.")] = None,
+    only: Annotated[Optional[str], typer.Option(help="Comma-separated case names (default: all).")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
+    threads: Annotated[Optional[int], typer.Option(help="torch threads (default: torch's choice).")] = None,
+) -> None:
+    """Run the benchmark suite: each case checks correctness, then reports a ratio against a bound
+    measured in the same run. Exit codes: 0 all checks passed; 1 a correctness check failed; 2 bad usage.
+    """
+    import torch
+
+    from .bench import CASES, markdown_table, run_suite
+
+    names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+    if threads is not None:
+        if threads < 1:
+            raise _fail(f"--threads: expected a positive integer, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        suite = run_suite(quick=quick, only=names, device=device, out=out,
+                          echo=lambda line: errors.print(line, highlight=False, soft_wrap=True, markup=False))
+    except ValueError as err:
+        raise _fail(f"{err} (cases: {', '.join(CASES)})" if "only" in str(err) else str(err)) from None
+    console.print(markdown_table(suite), highlight=False, soft_wrap=True, markup=False)
+    if out is not None:
+        console.print(f"wrote {out / 'bench.json'} and {out / 'bench.md'} in {suite.seconds:.0f} s", highlight=False)
+    if not suite.all_checks_passed:
+        raise typer.Exit(code=1)
+
+
 @app.command("results")
 def results(
     folder: Annotated[Path, typer.Argument(help="Sweep output folder (holding sweep.sqlite).")],
