@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kvmem-installed
 
-.PHONY: install browser test reproduce clean
+.PHONY: install browser test reproduce bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,5 +33,8 @@ test: $(STAMP) browser
 reproduce: $(STAMP)
 	$(BIN)/kvmem reproduce --profile quick --out kvmem-results
 
+bench: $(STAMP)
+	$(BIN)/kvmem bench --out bench-results
+
 clean:
-	rm -rf $(VENV) kvmem-results .pytest_cache .hypothesis
+	rm -rf $(VENV) kvmem-results bench-results .pytest_cache .hypothesis

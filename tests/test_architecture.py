@@ -4,8 +4,8 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "kvmem"
-CORE = ["similarity.py", "features.py", "separation.py", "memory", "_registry.py", "_checks.py"]
-FORBIDDEN = {"experiments", "runner", "report", "cli", "matplotlib", "typer", "rich", "pandas"}
+CORE = ["similarity.py", "features.py", "separation.py", "memory", "_registry.py", "_checks.py", "context.py", "ops"]
+FORBIDDEN = {"experiments", "runner", "report", "cli", "bench", "matplotlib", "typer", "rich", "pandas"}
 
 
 def imported_names(path: Path) -> set[str]:
