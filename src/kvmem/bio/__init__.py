@@ -8,8 +8,11 @@ plausibly have, and keeps the memory contract of :mod:`kvmem.memory` where it ca
   meta-learning of a parametrised local plasticity rule.
 - :mod:`kvmem.bio.index`: a hippocampal index: sparse expanded keys (random expansion and
   k-winners-take-all) pointing at neocortical values; lesions, degraded values, amplified keys.
+- :mod:`kvmem.bio.tem`: TEM-style memory (Whittington, Warren & Behrens 2022): keys are
+  path-integrated position codes, values are observations, causal softmax attention
+  predicts the next observation in a grid world.
 - :mod:`kvmem.bio.astrocyte`: neuron-astrocyte attention (Kozachkov, Kastanenka & Krotov
   2023), softmax attention in the limit of many hidden neurons.
 """
 
-from . import astrocyte, index, three_factor  # noqa: F401
+from . import astrocyte, index, tem, three_factor  # noqa: F401

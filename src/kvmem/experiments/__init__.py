@@ -9,6 +9,7 @@ from . import (  # noqa: F401
     learned_vs_fixed_keys,
     retrieval_basics,
     separation_robustness,
+    tem_grid_world,
     three_factor_capacity,
 )
 from .base import PROFILES, REGISTRY, Claim, Experiment, Progress, Result, parse_value, register
