@@ -4,9 +4,12 @@
 from . import (  # noqa: F401
     associative_retrieval_capacity,
     capacity,
+    context_generalisation,
     fig2_key_value_optimization,
     fig3_forgetting_reactivation,
+    interference_not_erasure,
     learned_vs_fixed_keys,
+    memory_recovery,
     retrieval_basics,
     separation_robustness,
     tem_grid_world,
