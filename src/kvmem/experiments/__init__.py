@@ -2,15 +2,20 @@
 
 # Each module registers itself on import.
 from . import (  # noqa: F401
+    accessibility_vs_precision,
     associative_retrieval_capacity,
     capacity,
     context_generalisation,
+    errors_are_memorable,
     fig2_key_value_optimization,
     fig3_forgetting_reactivation,
     interference_not_erasure,
     learned_vs_fixed_keys,
     memory_recovery,
+    metamemory,
+    repulsion,
     retrieval_basics,
+    scaffold_vs_hopfield,
     separation_robustness,
     tem_grid_world,
     three_factor_capacity,
