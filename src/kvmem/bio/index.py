@@ -68,6 +68,19 @@ def code_overlap(a: Any, b: Any) -> torch.Tensor:
     return torch.where(denom > 0, dot / denom.clamp_min(torch.finfo(a.dtype).tiny), torch.zeros_like(dot))
 
 
+def _winners(drive: torch.Tensor, k: int) -> torch.Tensor:
+    """1 on the k largest entries of each row, ties at the k-th value going to the lowest index.
+
+    The same choice as a stable descending sort, from a top-k and a running count (the
+    sort costs several times more on rows of thousands of units).
+    """
+    kth = torch.topk(drive, k, dim=-1).values[..., -1:]
+    above = drive > kth
+    tied = drive == kth
+    room = k - above.sum(-1, keepdim=True)
+    return (above | (tied & (tied.cumsum(-1) <= room))).to(drive.dtype)
+
+
 @register_memory
 class HippocampalIndex(Memory):
     """Index memory: dentate-like sparse keys in the hippocampus, values in the neocortex.
@@ -271,6 +284,112 @@ class HippocampalIndex(Memory):
             ``[..., M]``: max over memories of g_mu (c(x) . c_mu) / active.
         """
         return self._scores(self._queries(queries)).amax(dim=-1)
+
+    # -- reading from index codes ------------------------------------------------------
+    def _index_codes(self, codes: Any, name: str) -> torch.Tensor:
+        """Check index codes ``[..., M, U]`` against the stored keys; silenced units dropped."""
+        if self.is_empty:
+            raise ValueError(f"{type(self).__name__} is empty: write at least one pair before reading")
+        codes = as_tensor(codes, name, min_rank=2, dtype=self.keys.dtype, device=self.keys.device)
+        if codes.shape[-1] != self.num_units:
+            raise ValueError(f"{name}: expected shape [..., M, {self.num_units}] (one entry per unit), got {tuple(codes.shape)}")
+        batch = self._batch_shape()
+        try:
+            ok = torch.broadcast_shapes(codes.shape[:-2], batch) == batch
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"{name}: leading dimensions {tuple(codes.shape[:-2])} must broadcast to the "
+                f"memory's batch shape {tuple(batch)}"
+            )
+        # A silenced unit cannot fire, whoever drives it.
+        return codes * self.unit_mask.unsqueeze(-2)
+
+    def read_codes(self, codes: Any, details: bool = False) -> torch.Tensor | ReadResult:
+        """Reinstate values from index activity given directly, bypassing the expansion.
+
+        ``read(x)`` equals ``read_codes(encode(x))``: encoding a set of cues once and reading
+        them under many lesions or key strengths saves the k-WTA, the costly step. Codes
+        may also come from elsewhere: a cleaned-up code (:meth:`complete`) or a stored key
+        itself (driving a memory's own index units, as optogenetic stimulation of engram
+        cells does). Silenced units are dropped from the codes first.
+
+        Args:
+            codes: index activity ``[..., M, U]`` (binary for codes from :meth:`encode`,
+                any real pattern otherwise); leading dimensions broadcast to the batch shape.
+            details: also return the read weights and the match scores.
+
+        Returns:
+            values ``[..., M, Dv]``, or a :class:`~kvmem.memory.base.ReadResult` whose scores
+            ``[..., M, N]`` are g_mu (c . c_mu) / active.
+
+        Example:
+            >>> import torch
+            >>> gen = torch.Generator().manual_seed(2)
+            >>> x, v = torch.randn(5, 30, generator=gen), torch.randn(5, 4, generator=gen)
+            >>> index = HippocampalIndex(num_units=300, active=15)
+            >>> index.write(x, v)
+            >>> torch.equal(index.read_codes(index.encode(x)), index.read(x))
+            True
+        """
+        codes = self._index_codes(codes, "codes")
+        scores = (codes @ self.keys.transpose(-1, -2)) / self.active * self.key_gain.unsqueeze(-2)
+        weights = self.separation(scores)
+        out = weights @ self.values
+        return ReadResult(out, weights, scores) if details else out
+
+    def complete(self, codes: Any, steps: int = 5, power: int = 1) -> torch.Tensor:
+        """Clean index codes up by attractor dynamics over the stored keys (pattern completion).
+
+        A CA3-like recurrent network over the stored keys c_mu (key strength g_mu; lesioned
+        keys take no part) with the same k-WTA as the encoding, applied ``steps`` times
+        synchronously:
+
+            h = sum_mu g_mu (c . c_mu / active)^n c_mu,    c <- kWTA(h)
+
+        kWTA puts 1 on the ``active`` units with the largest positive input. With n = 1
+        (``power=1``) h = W c / active for the Hebbian weights W = sum_mu g_mu c_mu c_mu^T,
+        the classical sparse Hopfield (Willshaw-like) network; n > 1 is the dense
+        associative memory form (Krotov & Hopfield 2016), whose larger power lets the best
+        matching key outweigh the crosstalk of keys that overlap it. A code that shares
+        more units with one stored key than the crosstalk from the others falls onto that
+        key (completion); with n = 1, keys of similar inputs pull a cue onto a mixture of
+        them. Silenced units stay silent; ties go to the lowest unit index; the dynamics
+        stop early once no code changes.
+
+        Args:
+            codes: index activity ``[..., M, U]``; leading dimensions broadcast to the batch shape.
+            steps: the most synchronous updates, >= 0 (0 returns the masked codes).
+            power: n, an integer >= 1.
+
+        Returns:
+            binary codes ``[..., M, U]`` with at most ``active`` ones per row.
+
+        Example:
+            >>> import torch
+            >>> gen = torch.Generator().manual_seed(3)
+            >>> x, v = torch.randn(10, 50, generator=gen), torch.randn(10, 4, generator=gen)
+            >>> index = HippocampalIndex(num_units=500, active=25)
+            >>> index.write(x, v)
+            >>> noisy = index.encode(x + 0.8 * torch.randn(10, 50, generator=gen))
+            >>> bool(((noisy * index.keys).sum(-1) < 25).all())       # partial codes
+            True
+            >>> torch.equal(index.complete(noisy), index.keys)          # completed
+            True
+        """
+        codes = self._index_codes(codes, "codes")
+        steps = check_int(steps, "steps", minimum=0)
+        power = check_int(power, "power", minimum=1)
+        weighted = self.keys * self.key_gain.unsqueeze(-1)
+        alive = self.unit_mask.unsqueeze(-2)
+        for _ in range(steps):
+            drive = ((codes @ self.keys.transpose(-1, -2)) / self.active) ** power @ weighted
+            new = _winners(drive, self.active) * (drive > 0).to(drive.dtype) * alive
+            if new.shape == codes.shape and torch.equal(new, codes):
+                break
+            codes = new
+        return codes
 
     # -- lesions and boosts ----------------------------------------------------------
     def _require_memories(self, what: str) -> None:
