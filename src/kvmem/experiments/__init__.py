@@ -10,6 +10,7 @@ from . import (  # noqa: F401
     familiarity_without_recollection,
     fig2_key_value_optimization,
     fig3_forgetting_reactivation,
+    free_recall,
     interference_not_erasure,
     learned_vs_fixed_keys,
     memory_recovery,
