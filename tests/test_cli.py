@@ -74,7 +74,8 @@ def test_usage_errors_exit_two_with_one_line(args, message, tmp_path):
 
 
 def test_reproduce_runs_every_experiment(tmp_path):
-    result = runner.invoke(app, ["reproduce", "--profile", "quick", "--out", str(tmp_path), "--quiet"])
+    # Two Dask workers: the main job end to end on both cores (in-process equality is tested in test_reproduce).
+    result = runner.invoke(app, ["reproduce", "--profile", "quick", "--out", str(tmp_path), "--quiet", "--workers", "2"])
     assert result.exit_code == 0, result.output
     for name in experiments.names():
         assert (tmp_path / name / "claims.json").exists()
