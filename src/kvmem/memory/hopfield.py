@@ -18,7 +18,8 @@ the dynamics descend.
 
 Everything is batched over trials and stored patterns; the only Python loops run over
 update steps, over the neurons of an asynchronous sweep, and over the patterns of a
-Storkey write (that rule is sequential by definition).
+Storkey write (that rule is sequential by definition). ``retrieve`` of a Hebbian
+:class:`ClassicalHopfield` on the CPU takes exact fast paths instead (see that class).
 
 Example:
     >>> import torch
@@ -35,6 +36,7 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 
 from .._checks import as_tensor, check_int, check_positive, make_generator
@@ -88,7 +90,13 @@ class _Hopfield(Memory):
 
     # -- input checks --------------------------------------------------------------
     def _check_binary(self, x: torch.Tensor, name: str) -> None:
-        if self._binary and x.numel() and not bool((x.abs() == 1).all()):
+        if not self._binary or not x.numel():
+            return
+        # min |x| == max |x| == 1 (NaN fails both): two reductions, no boolean temporaries.
+        low, high = x.abs().aminmax()
+        if not (bool(low == 1) and bool(high == 1)):
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError(f"{name}: contains NaN or infinite values")
             raise ValueError(f"{name}: {type(self).__name__} works with +-1 entries only")
 
     def _patterns_in(self, keys: Any, values: Any) -> torch.Tensor:
@@ -101,15 +109,53 @@ class _Hopfield(Memory):
                     f"values: a {type(self).__name__} is autoassociative (values are the keys); "
                     "pass values=None or values equal to keys"
                 )
-        keys, _ = self._pairs(keys, keys)
+        if self._binary:
+            keys = self._binary_keys(keys)
+        else:
+            keys, _ = self._pairs(keys, keys)
         if not self.is_empty and keys.shape[-1] != self._key_dim():
             raise ValueError(f"keys: expected shape [..., P, {self._key_dim()}] (as stored), got {tuple(keys.shape)}")
         self._check_binary(keys, "keys")
         return keys
 
+    def _binary_keys(self, keys: Any) -> torch.Tensor:
+        """The checks of ``_pairs(keys, keys)`` without its two finiteness passes (the +-1
+        test that follows rejects NaN and infinities)."""
+        ref = None if self.is_empty else self.patterns
+        keys = as_tensor(keys, "keys", min_rank=2, dtype=None if ref is None else ref.dtype,
+                         device=None if ref is None else ref.device, finite=False)
+        if keys.shape[-2] == 0:
+            raise ValueError(f"keys: expected at least one pair (N >= 1), got shape {tuple(keys.shape)}")
+        if ref is not None and keys.shape[:-2] != self._batch_shape():
+            raise ValueError(
+                f"keys: expected batch shape {tuple(self._batch_shape())} (fixed by the first write), "
+                f"got shape {tuple(keys.shape)}"
+            )
+        return keys
+
     def _states_in(self, x: Any, name: str) -> torch.Tensor:
         """Check states ``[..., M, N]`` for a read, a retrieval or an energy."""
-        x = self._queries(x, name)
+        if not self._binary:
+            return self._queries(x, name)
+        # The +-1 test also rejects NaN and infinities, so the states skip as_tensor's own
+        # finiteness pass (a full read of them); the other checks are those of _queries.
+        if self.is_empty:
+            raise ValueError(f"{type(self).__name__} is empty: write at least one pair before reading")
+        ref = self.patterns
+        x = as_tensor(x, name, min_rank=2, dtype=ref.dtype, device=ref.device, finite=False)
+        n = self._key_dim()
+        if x.shape[-1] != n:
+            raise ValueError(f"{name}: expected shape [..., M, {n}] (the key dimension), got {tuple(x.shape)}")
+        batch = self._batch_shape()
+        try:
+            ok = torch.broadcast_shapes(x.shape[:-2], batch) == batch
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"{name}: leading dimensions {tuple(x.shape[:-2])} must broadcast to the "
+                f"memory's batch shape {tuple(batch)}"
+            )
         self._check_binary(x, name)
         return x
 
@@ -131,7 +177,7 @@ class _Hopfield(Memory):
         return self._required_state()
 
     def _run_sync(self, start: torch.Tensor, clamp: torch.Tensor | None, steps: int) -> Retrieval:
-        """Synchronous dynamics from ``start [*batch, M, N]`` for at most ``steps`` steps.
+        """Synchronous dynamics from ``start [*batch, M, N]`` (not modified) for at most ``steps`` steps.
 
         Two shortcuts keep the cost proportional to the states still moving, with results
         equal to iterating every state for the whole budget (tested against that loop):
@@ -352,13 +398,13 @@ class _Hopfield(Memory):
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
         gen = make_generator(seed, "seed")
         clamp = self._clamp(clamp, cue)
-        start = self._full(cue)
+        start = cue.expand(*self._batch_shape(), *cue.shape[-2:])  # a view: the runs copy it
         if mode == "sync":
             return self._run_sync(start, clamp, steps)
         return self._run_async(start, clamp, steps, gen)
 
     def _run_async(self, start: torch.Tensor, clamp: torch.Tensor | None, steps: int, gen: torch.Generator) -> Retrieval:
-        """Asynchronous sweeps from ``start [*batch, M, N]``; one random order per sweep.
+        """Asynchronous sweeps from ``start [*batch, M, N]`` (not modified); one random order per sweep.
 
         With a model cache (:meth:`_async_cache`), a sweep runs only on the memories (batch
         entries) that still have a moving state once they are at most half of them: the
@@ -411,6 +457,448 @@ class _Hopfield(Memory):
         raise NotImplementedError
 
 
+# -- exact fast paths of the Hebbian network on the CPU --------------------------------
+#
+# With the Hebbian rule the field of neuron i is h_i = sum_mu xi_mu,i m_mu - P s_i (zero
+# diagonal; no -P s_i without it), with the overlaps m_mu = xi_mu . s: integers, exact in
+# floating point below 2^24 (float32) whatever the order of the sums. So any way of
+# computing them gives the same dynamics, and the paths below trade the dense per-step
+# work of a plain loop for work proportional to what changes:
+#
+# - only the states still moving are stepped, laid out [memories, slots] so that one
+#   batched product X^T m serves all of them (_Slots);
+# - the overlaps follow the flipped neurons (2 s_j xi_mu,j each), and flips are found as
+#   the few entries of q = s * (X^T m) at or below P (_unstable): numpy's comparison and
+#   flatnonzero do this several times faster than torch's boolean ops;
+# - an asynchronous sweep visits only the neurons that flip (_sweep).
+
+
+class _Slots:
+    """Moving states laid out ``[U, G]`` by memory, so that one batched product serves them all.
+
+    Slot ``u * G + k`` holds the k-th moving state of memory ``mem[u]``; ``row[slot]`` is its
+    row among all states (-1: an empty slot). ``stack`` ``[U, P, N]`` holds those memories'
+    patterns: the full pattern tensor (no copy) until at most half of the current stack is
+    in use, then a copy of the used ones (read by every later product).
+
+    Args:
+        x: patterns ``[C, P, N]`` of all memories (row r belongs to memory r // m).
+        m: states per memory.
+        sel: rows to lay out (ascending); None: all rows in their natural places.
+        base: the layout ``sel`` comes from (its stack is reused or cut down).
+    """
+
+    def __init__(self, x: torch.Tensor, m: int, sel: np.ndarray | None = None, base: _Slots | None = None):
+        c = x.shape[0]
+        if sel is None:
+            self.u, self.g, self.stack, self.mem = c, m, x, None
+            self.row = np.arange(c * m)
+            self.place_at = self.row
+        else:
+            owner = sel // m
+            counts = np.bincount(owner, minlength=c)
+            used = np.flatnonzero(counts)
+            mem = None if base is None else base.mem
+            stack = x if base is None else base.stack
+            if 2 * used.size <= stack.shape[0]:
+                local = used if mem is None else np.searchsorted(mem, used)
+                mem, stack = used, stack[torch.from_numpy(local)]
+            self.mem, self.stack = mem, stack
+            self.u = stack.shape[0]
+            self.g = int(counts.max())
+            slot_mem = owner if mem is None else np.searchsorted(mem, owner)
+            cnt = counts[used]
+            rank = np.arange(sel.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+            self.place_at = slot_mem * self.g + rank  # the slot of each selected row
+            self.row = np.full(self.u * self.g, -1)
+            self.row[self.place_at] = sel
+        self.size = self.u * self.g
+        self.stack_np = self.stack.numpy()
+        self._field: torch.Tensor | None = None
+
+    def field(self, over: torch.Tensor) -> np.ndarray:
+        """X^T m of every slot: overlaps ``[S, P]`` -> ``[S, N]`` (a buffer reused by the next call)."""
+        if self._field is None:
+            self._field = torch.empty(self.u, self.g, self.stack.shape[-1], dtype=self.stack.dtype)
+        torch.bmm(over.view(self.u, self.g, -1), self.stack, out=self._field)
+        return self._field.view(self.size, -1).numpy()
+
+    def columns(self, slots: np.ndarray, neurons: np.ndarray) -> np.ndarray:
+        """xi_mu,i of neuron ``neurons[k]`` in the memory of slot ``slots[k]``: ``[K, P]``."""
+        return self.stack_np[slots // self.g, :, neurons]
+
+    def repack(self, x: torch.Tensor, m: int, slots: np.ndarray, arrays, fills):
+        """A layout of ``slots`` (ascending) of this one, with the rows of each array moved over.
+
+        Returns the new layout, the new arrays and the new slot of every old slot (-1: dropped).
+        """
+        new = _Slots(x, m, self.row[slots], self)
+        out = []
+        for a, fill in zip(arrays, fills):
+            b = np.full((new.size, *a.shape[1:]), fill, dtype=a.dtype)
+            b[new.place_at] = a[slots]
+            out.append(b)
+        place = np.full(self.size, -1)
+        place[slots] = new.place_at
+        return new, out, place
+
+
+def _segments(keys: np.ndarray) -> np.ndarray:
+    """Start of each run of equal values in ``keys`` (sorted): ``[runs]``."""
+    change = np.empty(keys.size, dtype=bool)
+    change[:1] = True
+    np.not_equal(keys[1:], keys[:-1], out=change[1:])
+    return np.flatnonzero(change)
+
+
+def _add_rows(a: np.ndarray, rows: np.ndarray, vals: np.ndarray) -> None:
+    """``a[rows[k]] += vals[k]`` for ascending ``rows`` (repeats allowed)."""
+    # One fancy add per rank within the rows (np.add.at is far slower); reduceat for the rest.
+    for _ in range(4):
+        if not rows.size:
+            return
+        starts = _segments(rows)
+        a[rows[starts]] += vals[starts]
+        if starts.size == rows.size:
+            return
+        rest = np.ones(rows.size, dtype=bool)
+        rest[starts] = False
+        rows, vals = rows[rest], vals[rest]
+    starts = _segments(rows)
+    a[rows[starts]] += np.add.reduceat(vals, starts, axis=0)
+
+
+def _unstable(q: np.ndarray, s: np.ndarray, limit: int, keep: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+    """Flat indices (ascending) of the unstable neurons of states ``s [S, N]``.
+
+    ``q = s * (X^T m)``; with h = X^T m - limit * s (limit = P with a zero diagonal, else 0),
+    neuron i wants sign(h_i), sign(0) = +1: it is unstable iff q_i < limit, or q_i == limit
+    (h_i = 0) and s_i = -1. ``keep``: clamp mask of all rows; ``rows``: each slot's row.
+    """
+    flat = np.flatnonzero(q <= limit)
+    ok = (q.ravel()[flat] < limit) | (s.ravel()[flat] < 0)
+    if not ok.all():
+        flat = flat[ok]
+    if keep is not None and flat.size:
+        r, j = np.divmod(flat, q.shape[1])
+        flat = flat[~keep[rows[r], j]]
+    return flat
+
+
+def _neuron_hashes(n: int) -> np.ndarray:
+    # Fixed pseudo-random integers below 2^40: a sum of up to n of them is exact in float64.
+    return np.random.default_rng(1982).integers(1, 2**40, size=n).astype(np.float64)
+
+
+def _sync_hebbian(x: torch.Tensor, s: torch.Tensor, m: int, keep: np.ndarray | None, steps: int,
+                  zero_diagonal: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Synchronous Hebbian dynamics, exact: what ``_Hopfield._run_sync`` gives.
+
+    Args:
+        x: patterns ``[C, P, N]``, float32 (P N < 2^24) or float64, contiguous.
+        s: start states ``[C * M, N]`` (row r belongs to memory r // M), dtype of x; not modified.
+        m: states per memory.
+        keep: clamp mask ``[C * M, N]`` or None.
+        steps: the step budget.
+        zero_diagonal: whether w_ii = 0.
+
+    Returns:
+        final states ``[C * M, N]`` (dtype of s), steps, converged (numpy) and iterations.
+    """
+    c, p, n = x.shape
+    rows = c * m
+    out = s.numpy().copy()  # rows are overwritten only if they change
+    moved = np.zeros(rows, dtype=np.int64)
+    done = np.zeros(rows, dtype=bool)
+    if rows == 0 or steps == 0:
+        return out, moved, done, 0
+    limit = p if zero_diagonal else 0
+    hashes = _neuron_hashes(n)
+    lay = _Slots(x, m)
+    s_np, owned = s.numpy(), False  # the states of the slots (copied before the first flip)
+    # Rows of s set to NaN give NaN in q, never unstable: empty slots and cycling states.
+    over = torch.bmm(s.view(c, m, n), x.transpose(1, 2)).view(rows, p).numpy()
+    alive = np.ones(rows, dtype=bool)
+    prev = prev_counts = prev_sig = None  # the last step's flips (flat, ascending) and per slot
+    cycling = False
+    run = 0
+    while True:
+        run += 1
+        q = lay.field(torch.from_numpy(over))
+        np.multiply(q, s_np, out=q)
+        flat = _unstable(q, s_np, limit, keep, lay.row)
+        r, j = np.divmod(flat, n)
+        counts = np.bincount(r, minlength=lay.size)
+        moving = counts > 0
+        settled = alive & ~moving
+        if run > 1 and settled.any():
+            who = lay.row[settled]
+            done[who] = True
+            moved[who] = run - 1
+            out[who] = s_np[settled]
+        elif run == 1:
+            done[lay.row[settled]] = True  # unchanged cues: `out` holds them already
+        go = moving
+        loop = None
+        if prev is not None:
+            # x_t == x_(t-2), i.e. this step flips the neurons the last one did: the state
+            # alternates between two values for good. Hashes find the candidates; the flips
+            # themselves decide.
+            sig = np.bincount(r, weights=hashes[j], minlength=lay.size)
+            cand = moving & (counts == prev_counts) & (sig == prev_sig)
+            if cand.any():
+                now, before = flat[cand[r]], prev[cand[prev // n]]
+                cand[np.unique(now[now != before] // n)] = False
+                if cand.any():
+                    loop = np.flatnonzero(cand)
+                    go = moving & ~cand
+                    who = lay.row[loop]
+                    moved[who] = steps  # it changes at every step left
+                    cycling = True
+                    out[who] = s_np[loop]
+                    if (steps - run) % 2 == 0:  # the budget ends on the state after this step
+                        inside = cand[r]
+                        lin = lay.row[r[inside]] * n + j[inside]
+                        out.ravel()[lin] = -out.ravel()[lin]
+        alive = go
+        live = int(np.count_nonzero(alive))
+        if run == steps or live == 0:
+            break
+        if loop is not None:
+            kept = go[r]
+            r, j, flat = r[kept], j[kept], flat[kept]
+            counts = np.where(go, counts, 0)
+        old = s_np.ravel()[flat]
+        # Each flip changes the overlaps by 2 s_j xi_mu,j: integers, exact.
+        _add_rows(over, r, lay.columns(r, j) * (-2 * old)[:, None])
+        prev_counts = counts
+        prev_sig = np.bincount(r, weights=hashes[j], minlength=lay.size)
+        # Repack once the live slots are at most 3/4 of the layout and a packed layout is too.
+        repacked = False
+        if 4 * live <= 3 * lay.size:
+            slots = np.flatnonzero(alive)
+            counts_mem = np.bincount(lay.row[slots] // m)
+            used = np.count_nonzero(counts_mem)
+            packed = (used if 2 * used <= lay.u else lay.u) * int(counts_mem.max())
+            if 4 * packed <= 3 * lay.size:
+                lay, (s_np, over, prev_counts, prev_sig), place = lay.repack(
+                    x, m, slots, (s_np, over, prev_counts, prev_sig), (np.nan, 0.0, 0, 0.0))
+                flat = place[r] * n + j
+                alive = lay.row >= 0
+                owned = repacked = True
+        if not owned:
+            s_np, owned = s_np.copy(), True
+        if loop is not None and not repacked:
+            s_np[loop] = np.nan
+        s_np.ravel()[flat] = -old
+        prev = flat
+    # The states still moving when the budget ran out: this step's flips applied.
+    if live:
+        who = lay.row[alive]
+        moved[who] = run
+        out[who] = s_np[alive]
+        inside = alive[r]
+        lin = lay.row[r[inside]] * n + j[inside]
+        out.ravel()[lin] = -out.ravel()[lin]
+    return out, moved, done, (steps if cycling else run)
+
+
+def _async_hebbian(x: torch.Tensor, s: torch.Tensor, m: int, keep: np.ndarray | None, steps: int,
+                   gen: torch.Generator, shape: torch.Size, zero_diagonal: bool
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Asynchronous Hebbian dynamics, exact: what ``_Hopfield._run_async`` gives with the same
+    generator (the same ``torch.rand(shape)`` draw per sweep, and the order its argsort gives).
+
+    Args and returns as :func:`_sync_hebbian`; ``shape`` is the full states' shape
+    ``[*batch, M, N]`` that the random keys are drawn for.
+    """
+    c, p, n = x.shape
+    rows = c * m
+    out = s.numpy().copy()  # rows are overwritten only if they change
+    moved = np.zeros(rows, dtype=np.int64)
+    done = np.zeros(rows, dtype=bool)
+    if rows == 0 or steps == 0:
+        return out, moved, done, 0
+    limit = p if zero_diagonal else 0
+    lay = _Slots(x, m)
+    s_np, owned = s.numpy(), False  # copied before the first flip; NaN rows: empty slots
+    over = torch.bmm(s.view(c, m, n), x.transpose(1, 2)).view(rows, p)
+    g = lay.field(over).copy()  # X^T m of every state, kept up to date flip by flip
+    alive = np.ones(rows, dtype=bool)
+    run = 0
+    while run < steps:
+        run += 1
+        # The sweep's random keys, drawn as _Hopfield._run_async draws them (the draw is
+        # serial and about three quarters of the time here; it cannot be skipped, since
+        # later sweeps' keys depend on it).
+        keys = torch.rand(shape, generator=gen).numpy().reshape(rows, n)
+        q = g * s_np
+        flat = _unstable(q, s_np, limit, keep, lay.row)
+        # A state without an unstable neuron keeps every neuron, whatever the order: it
+        # has converged. Every other state flips at least its first unstable neuron.
+        play = np.bincount(flat // n, minlength=lay.size) > 0
+        settled = alive & ~play
+        if settled.any():
+            who = lay.row[settled]
+            done[who] = True
+            moved[who] = run - 1
+            if run > 1:  # unchanged cues: `out` holds them already
+                out[who] = s_np[settled]
+        alive = play
+        live = int(np.count_nonzero(alive))
+        if live == 0:
+            break
+        if 4 * live <= 3 * lay.size:
+            slots = np.flatnonzero(alive)
+            lay, (s_np, g), place = lay.repack(x, m, slots, (s_np, g), (np.nan, 0.0))
+            flat = place[flat // n] * n + flat % n
+            alive = lay.row >= 0
+            owned = True
+        if not owned:
+            s_np, owned = s_np.copy(), True
+        _sweep(lay, s_np, g, flat, keys, keep, x, m, limit)
+    if alive.any():
+        who = lay.row[alive]
+        moved[who] = run
+        out[who] = s_np[alive]
+    return out, moved, done, run
+
+
+def _sweep(lay: _Slots, s: np.ndarray, g: np.ndarray, flat: np.ndarray, keys: np.ndarray,
+           keep: np.ndarray | None, x: torch.Tensor, m: int, limit: int) -> None:
+    """One asynchronous sweep of the slots of ``lay``: states ``s`` and fields ``g`` (X^T m)
+    updated in place; ``flat``: their unstable neurons (flat indices, ascending).
+
+    The neurons of row r are visited in the order of ascending ``keys[r]`` (the order
+    ``keys[r].argsort()`` gives). Only the neurons that flip change anything, so each round
+    takes, in every slot, the first unstable neuron after the last one flipped (the
+    unstable neuron of least key above the last flip's), flips it and updates the slot's
+    field by one batched product. Equal keys are ordered by argsort itself (_rank). The
+    last few slots, often states that run far from their cue, finish one by one
+    (_sweep_row): a round costs the same for one slot as for hundreds.
+    """
+    n = s.shape[1]
+    wl, ws, wg, wpos = lay, s, g, None  # working layout and arrays (wpos: their slots in lay)
+    last_key = np.full(wl.size, -1.0, dtype=keys.dtype)  # key of the last flip of each slot
+    last = np.full(wl.size, -1)  # the last flipped neuron of each slot
+    while flat.size:
+        r, j = np.divmod(flat, n)
+        kj = keys[wl.row[r], j]
+        ahead = kj >= last_key[r]
+        r, j, kj = r[ahead], j[ahead], kj[ahead]
+        if not r.size:
+            break
+        starts = _segments(r)
+        slots = r[starts]
+        if slots.size <= 4:
+            for slot in slots:
+                _sweep_row(ws[slot], wg[slot], wl.stack_np[slot // wl.g], keys[wl.row[slot]],
+                           None if keep is None else keep[wl.row[slot]], last_key[slot], last[slot], limit)
+            break
+        val = np.minimum.reduceat(kj, starts)
+        seg = np.zeros(r.size, dtype=np.int64)
+        seg[starts[1:]] = 1
+        np.cumsum(seg, out=seg)
+        hit = kj == val[seg]
+        pick = np.empty(slots.size, dtype=np.int64)
+        pick[seg[hit][::-1]] = j[hit][::-1]  # the first neuron of each slot at its least key
+        tied = (np.bincount(seg[hit], minlength=slots.size) > 1) | (val == last_key[slots])
+        if tied.any():
+            slots, pick, val = _tie_break(tied, slots, pick, val, r, j, keys, wl.row, last)
+            if not slots.size:
+                break
+        if 2 * slots.size <= wl.size:
+            # Work on the flipping slots alone: write the working rows back, pack those.
+            if wpos is not None:
+                filled = wpos >= 0
+                s[wpos[filled]], g[wpos[filled]] = ws[filled], wg[filled]
+                base = wpos[slots]
+            else:
+                base = slots
+            new = _Slots(x, m, lay.row[base], wl)
+            pad_s = np.full((new.size, n), np.nan, dtype=s.dtype)
+            pad_g = np.zeros((new.size, n), dtype=g.dtype)
+            pad_s[new.place_at], pad_g[new.place_at] = s[base], g[base]
+            ws, wg = pad_s, pad_g
+            wpos = np.full(new.size, -1)
+            wpos[new.place_at] = base
+            lk, ls = np.full(new.size, -1.0, dtype=keys.dtype), np.full(new.size, -1)
+            lk[new.place_at], ls[new.place_at] = last_key[slots], last[slots]
+            last_key, last, wl, slots = lk, ls, new, new.place_at
+        lin = slots * n + pick
+        old = ws.ravel()[lin]
+        ws.ravel()[lin] = -old
+        vec = np.zeros((wl.size, x.shape[1]), dtype=ws.dtype)
+        vec[slots] = wl.columns(slots, pick) * (-2 * old)[:, None]
+        # Flipping neuron i adds 2 s_i X^T xi_i to the field: integers, exact.
+        wg += wl.field(torch.from_numpy(vec))
+        last_key[slots], last[slots] = val, pick
+        # Slots that did not flip have no unstable neuron ahead: their entries drop out above.
+        flat = _unstable(wg * ws, ws, limit, keep, wl.row)
+    if wpos is not None:
+        filled = wpos >= 0
+        s[wpos[filled]], g[wpos[filled]] = ws[filled], wg[filled]
+
+
+def _rank(keys: np.ndarray) -> np.ndarray:
+    """Position of each neuron in the visiting order ``keys.argsort()`` (keys ``[N]``)."""
+    # The same call on the same row of keys as the sweep order of _Hopfield._run_async, so
+    # equal keys come in the same order.
+    order = torch.from_numpy(np.ascontiguousarray(keys)).argsort().numpy()
+    rank = np.empty(keys.size, dtype=np.int64)
+    rank[order] = np.arange(keys.size)
+    return rank
+
+
+def _tie_break(tied, slots, pick, val, r, j, keys, rows, last):
+    """Next flips of the slots whose least keys are tied, in the order ``argsort`` gives."""
+    stays = np.ones(slots.size, dtype=bool)
+    for t in np.flatnonzero(tied):
+        slot = slots[t]
+        row = keys[rows[slot]]
+        rank = _rank(row)
+        unstable = j[r == slot]
+        after = unstable[rank[unstable] > (rank[last[slot]] if last[slot] >= 0 else -1)]
+        if after.size:
+            best = after[np.argmin(rank[after])]
+            pick[t], val[t] = best, row[best]
+        else:
+            stays[t] = False
+    return slots[stays], pick[stays], val[stays]
+
+
+def _sweep_row(s: np.ndarray, g: np.ndarray, x: np.ndarray, keys: np.ndarray, keep: np.ndarray | None,
+               last_key: float, last: int, limit: int) -> None:
+    """The rest of one state's sweep, flip by flip: s, g ``[N]`` (updated in place), its
+    memory's patterns x ``[P, N]``, its keys ``[N]``, the key and neuron of its last flip."""
+    # With v = g + 1/2 (never 0), neuron i is unstable iff s_i v_i < limit (the tie included).
+    v = g.astype(np.float64) + 0.5
+    rank = None  # the visiting order, once equal keys make it matter
+    while True:
+        unstable = s * v < limit
+        if keep is not None:
+            unstable &= ~keep
+        if rank is None:
+            cand = np.flatnonzero(unstable & (keys >= last_key))
+            if not cand.size:
+                break
+            kc = keys[cand]
+            best = int(np.argmin(kc))
+            if kc[best] == last_key or np.count_nonzero(kc == kc[best]) > 1:
+                rank = _rank(keys)
+            else:
+                i = cand[best]
+        if rank is not None:
+            cand = np.flatnonzero(unstable & (rank > (rank[last] if last >= 0 else -1)))
+            if not cand.size:
+                break
+            i = cand[np.argmin(rank[cand])]
+        s[i] = -s[i]
+        v += (2 * s[i]) * (x[:, i] @ x)  # integers, exact
+        last_key, last = keys[i], i
+    g[...] = v - 0.5
+
+
 @register_memory
 class ClassicalHopfield(_Hopfield):
     """The classical Hopfield network (Hopfield 1982) on +-1 neurons.
@@ -434,6 +922,14 @@ class ClassicalHopfield(_Hopfield):
     depend on summation order; it also costs O(P N) per state instead of O(N^2). Energy: E = -1/2 s^T W s, which never increases under asynchronous
     updates (W symmetric with a non-negative diagonal).
 
+    The Hebbian weights are built on first use (``weights``, :meth:`energy`,
+    ``state_dict()``, a dtype or device change): the dynamics only need the patterns, and W
+    is ``[..., N, N]`` per memory. On the CPU, ``retrieve`` of a Hebbian network takes exact
+    fast paths with the same results (states, steps, converged, iterations; the same random
+    orders in async mode): synchronous steps run only on the states still moving, with the
+    overlaps updated flip by flip; an asynchronous sweep visits only the neurons that flip,
+    in the order of that sweep's random keys.
+
     Args:
         rule: ``"hebbian"``, ``"pseudo_inverse"`` or ``"storkey"``.
         zero_diagonal: set w_ii = 0 (default). The Storkey rule needs it; for the
@@ -441,7 +937,7 @@ class ClassicalHopfield(_Hopfield):
 
     Shapes:
         write: patterns ``[..., P, N]`` of +-1 (``values`` None or equal); state:
-        patterns ``[..., P, N]`` and weights ``[..., N, N]``.
+        patterns ``[..., P, N]`` and weights ``[..., N, N]`` (Hebbian: built on first use).
         read: states ``[..., M, N]`` -> ``[..., M, N]`` (one synchronous step).
 
     Example:
@@ -483,10 +979,13 @@ class ClassicalHopfield(_Hopfield):
         x = self._patterns_in(keys, values)
         patterns = x if self.is_empty else torch.cat([self.patterns, x], dim=-2)
         n = x.shape[-1]
-        eye = torch.eye(n, dtype=torch.bool, device=x.device)
         if self.rule == "hebbian":
-            w = patterns.transpose(-1, -2) @ patterns / n
-        elif self.rule == "pseudo_inverse":
+            # W is a function of the patterns alone: built when first asked for (__getattr__).
+            self.patterns, self.weights = patterns, None
+            self._weights_pending = True
+            return
+        eye = torch.eye(n, dtype=torch.bool, device=x.device)
+        if self.rule == "pseudo_inverse":
             p64 = patterns.double()
             w = p64.transpose(-1, -2) @ torch.linalg.pinv(p64 @ p64.transpose(-1, -2), hermitian=True) @ p64
             w = (0.5 * (w + w.transpose(-1, -2))).to(patterns.dtype)
@@ -497,6 +996,33 @@ class ClassicalHopfield(_Hopfield):
         if self.zero_diagonal:
             w = w.masked_fill(eye, 0.0)
         self.patterns, self.weights = patterns, w
+        self._weights_pending = False
+
+    def _hebbian_weights(self, patterns: torch.Tensor) -> torch.Tensor:
+        """W = X^T X / N (zero diagonal unless ``zero_diagonal=False``)."""
+        n = patterns.shape[-1]
+        w = patterns.transpose(-1, -2) @ patterns / n
+        if self.zero_diagonal:
+            w = w.masked_fill(torch.eye(n, dtype=torch.bool, device=patterns.device), 0.0)
+        return w
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "weights":
+            state = self.__dict__
+            buffers = state.get("_buffers")
+            if buffers is not None and buffers.get("weights") is None and state.get("_weights_pending"):
+                state["_weights_pending"] = False
+                if buffers.get("patterns") is not None:
+                    buffers["weights"] = self._hebbian_weights(buffers["patterns"])
+        return super().__getattr__(name)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        self.weights  # noqa: B018 -- build pending Hebbian weights: the state holds them
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.weights  # noqa: B018 -- convert W as built at write time, as before it was lazy
+        return super()._apply(fn, *args, **kwargs)
 
     @staticmethod
     def _storkey(w: torch.Tensor, xi: torch.Tensor, eye: torch.Tensor) -> torch.Tensor:
@@ -520,14 +1046,49 @@ class ClassicalHopfield(_Hopfield):
         return ("patterns",) if self._exact(states) else ("weights",)
 
     def _update(self, states, memory=None):
-        memory = memory or {"patterns": self.patterns, "weights": self.weights}
         if self._exact(states):
-            x = memory["patterns"].to(states.dtype)
+            x = (self.patterns if memory is None else memory["patterns"]).to(states.dtype)
             field = (states @ x.transpose(-1, -2)) @ x  # sum_mu xi_mu,i (xi_mu . s): integers
             if self.zero_diagonal:
                 field = field - x.shape[-2] * states
             return _sign(field)
-        return _sign(states @ memory["weights"].transpose(-1, -2))
+        w = self.weights if memory is None else memory["weights"]
+        return _sign(states @ w.transpose(-1, -2))
+
+    def _fast(self, start: torch.Tensor) -> bool:
+        """Whether ``retrieve`` takes the exact CPU fast path (Hebbian, integer-exact field)."""
+        return start.device.type == "cpu" and self._exact(start)
+
+    def _fast_inputs(self, start, clamp):
+        shape = start.shape
+        m, n = shape[-2:]
+        count = math.prod(shape[:-2])
+        p = self.patterns.shape[-2]
+        # Integer fields stay exact in float32 below 2^24 (the GEMMs are faster in float32).
+        dtype = torch.float32 if p * n < 2**24 else torch.float64
+        # Sign dynamics have no gradient: plain arrays (numpy views) from here on.
+        x = self.patterns.detach().expand(*shape[:-2], p, n).reshape(count, p, n).to(dtype).contiguous()
+        s = start.detach().reshape(count * m, n).to(dtype).contiguous()
+        keep = None if clamp is None else clamp.expand(shape).reshape(count * m, n).contiguous().numpy()
+        return shape, m, x, s, keep
+
+    @staticmethod
+    def _fast_result(shape, dtype, out, moved, done, iterations) -> Retrieval:
+        return Retrieval(torch.from_numpy(out).to(dtype).view(shape), torch.from_numpy(moved).view(shape[:-1]),
+                         torch.from_numpy(done).view(shape[:-1]), iterations)
+
+    def _run_sync(self, start, clamp, steps):
+        if not self._fast(start):
+            return super()._run_sync(start, clamp, steps)
+        shape, m, x, s, keep = self._fast_inputs(start, clamp)
+        return self._fast_result(shape, start.dtype, *_sync_hebbian(x, s, m, keep, steps, self.zero_diagonal))
+
+    def _run_async(self, start, clamp, steps, gen):
+        if not self._fast(start):
+            return super()._run_async(start, clamp, steps, gen)
+        shape, m, x, s, keep = self._fast_inputs(start, clamp)
+        return self._fast_result(shape, start.dtype,
+                                 *_async_hebbian(x, s, m, keep, steps, gen, shape, self.zero_diagonal))
 
     _async_cache_mutable = ("overlaps",)
 
