@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,45 @@ import torch.nn.functional as F
 
 from ._checks import check_int, check_positive
 from ._registry import Registry, spec_of
+
+
+@dataclass(frozen=True)
+class Streaming:
+    """How a separation's read ``sigma(S) V`` can be summed one block of keys at a time.
+
+    A blocked read (:class:`kvmem.SlotMemory` with ``block_size``) never holds more than
+    one ``[..., M, block]`` block of scores. That works for two kinds of separation:
+
+    - *shifted exponentials* (``exp_beta`` set): block weights ``exp(beta (s - m))`` with
+      m the running maximum of the scores seen so far; when a later block raises the
+      maximum, the sums kept so far are multiplied by ``exp(beta (m_old - m_new))``. At the
+      end m is the global maximum, so the sums equal those of the unblocked weights
+      (the online softmax of Milakov & Gimelshein 2018, as in FlashAttention).
+    - *elementwise* (``weights`` set): each weight depends on its own score only.
+
+    With ``normalize`` the summed read is divided by the summed weights (a read whose
+    weights sum to zero stays zero, as the unblocked separations do).
+
+    Attributes:
+        exp_beta: beta of a shifted exponential, or None.
+        weights: ``scores block -> weights block`` of an elementwise separation, or None.
+        normalize: divide by the sum of the weights over all keys.
+
+    Example:
+        >>> from kvmem import separation
+        >>> separation.Softmax(beta=2.0).streaming()
+        Streaming(exp_beta=2.0, weights=None, normalize=True)
+        >>> separation.HardMax().streaming() is None
+        True
+    """
+
+    exp_beta: float | None = None
+    weights: Callable[[torch.Tensor], torch.Tensor] | None = None
+    normalize: bool = False
+
+    def __post_init__(self):
+        if (self.exp_beta is None) == (self.weights is None):
+            raise ValueError("streaming: give exactly one of exp_beta (shifted exponential) and weights (elementwise)")
 
 
 class Separation:
@@ -35,6 +75,11 @@ class Separation:
     def spec(self) -> dict[str, Any]:
         """JSON-serialisable spec that rebuilds this separation."""
         return spec_of(self)
+
+    def streaming(self) -> Streaming | None:
+        """How to read with this separation block by block of keys, or None where a weight
+        depends on the ranks of all scores (hard max, top-k): those need every score at once."""
+        return None
 
 
 registry: Registry[Separation] = Registry("separation", Separation)
@@ -64,6 +109,13 @@ class Identity(Separation):
     def __call__(self, scores):
         return scores
 
+    def streaming(self):
+        return Streaming(weights=_same)
+
+
+def _same(scores: torch.Tensor) -> torch.Tensor:
+    return scores
+
 
 @registry.register("softmax")
 @dataclass(frozen=True)
@@ -84,6 +136,9 @@ class Softmax(Separation):
 
     def __call__(self, scores):
         return torch.softmax(self.beta * _shifted(scores), dim=-1)
+
+    def streaming(self):
+        return Streaming(exp_beta=float(self.beta), normalize=True)
 
 
 @registry.register("hardmax")
@@ -153,6 +208,10 @@ class Threshold(Separation):
             w = w / w.sum(-1, keepdim=True).clamp_min(1.0)
         return w
 
+    def streaming(self):
+        theta = self.theta
+        return Streaming(weights=lambda s: (s >= theta).to(s.dtype), normalize=self.normalize)
+
 
 @registry.register("polynomial")
 @dataclass(frozen=True)
@@ -177,6 +236,10 @@ class RectifiedPolynomial(Separation):
             w = torch.where(total > 0, w / total.clamp_min(torch.finfo(w.dtype).tiny), w)
         return w
 
+    def streaming(self):
+        n = self.n
+        return Streaming(weights=lambda s: F.relu(s) ** n, normalize=self.normalize)
+
 
 @registry.register("exponential")
 @dataclass(frozen=True)
@@ -199,3 +262,6 @@ class Exponential(Separation):
 
     def __call__(self, scores):
         return torch.exp(self.beta * _shifted(scores))
+
+    def streaming(self):
+        return Streaming(exp_beta=float(self.beta))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -9,9 +10,17 @@ import torch
 from .._checks import check_int, make_generator
 from .. import separation as _separation
 from .. import similarity as _similarity
+from . import ann as _ann
 from .base import Memory, ReadResult, register_memory
 
 OVERWRITE_POLICIES = ("oldest", "lru", "random")
+
+#: ``block_size="auto"`` reads in blocks once the plain read would hold at least this many
+#: scores (64 MiB of float32; the plain softmax read keeps about four such matrices alive).
+AUTO_MIN_SCORES = 1 << 24
+#: ... with blocks of about this many scores per block (8 MiB of float32: large enough for
+#: efficient matrix products, small enough to stay near the caches).
+AUTO_BLOCK_SCORES = 1 << 21
 
 
 @register_memory
@@ -32,6 +41,19 @@ class SlotMemory(Memory):
             used: written or read, where a read uses the slot with the largest weight for
             each query, ties to the lowest index) or ``"random"`` (uniform, seeded).
         seed: seed of the random overwrite policy.
+        block_size: read the keys in blocks of this many slots, never holding more than one
+            ``[..., M, block_size]`` block of scores: an integer, ``"auto"`` (blocks once the
+            plain read would hold 2^24 scores or more) or None (never). Only separations that
+            can be summed block by block are read in blocks (softmax and exponential with a
+            running maximum, the online softmax; identity, threshold and polynomial);
+            hard max and top-k, ``details=True``, the ``"lru"`` policy with a capacity and
+            reads that need gradients use the plain read. Blocked and plain reads agree to
+            rounding. See ``docs/memory.md``.
+        index: find the top-k keys with a search index instead of scoring every key (top-k
+            separation only): ``"ivf"``, ``"hnsw"``, ``"flat"`` or a spec such as
+            ``{"name": "ivf", "nprobe": 32}`` (see :mod:`kvmem.memory.ann`; needs faiss-cpu,
+            ``pip install kvmem[faiss]``). The index is built at the first read after a write.
+            ``"flat"`` is exact; ``"ivf"`` and ``"hnsw"`` may miss some of the top-k keys.
 
     Shapes:
         write: keys ``[..., N, Dk]``, values ``[..., N, Dv]``.
@@ -46,6 +68,15 @@ class SlotMemory(Memory):
         >>> mem.write(torch.eye(3), torch.tensor([[1.0], [2.0], [3.0]]))
         >>> mem.read(torch.tensor([[0.1, 0.9, 0.2]])).tolist()
         [[2.0]]
+        >>> big = kvmem.SlotMemory(block_size=256)  # softmax read, 256 slots at a time
+        >>> g = torch.Generator().manual_seed(0)
+        >>> big.write(torch.randn(1000, 8, generator=g), torch.randn(1000, 2, generator=g))
+        >>> q = torch.randn(3, 8, generator=g)
+        >>> plain = kvmem.SlotMemory(block_size=None)
+        >>> plain.load_state_dict(big.state_dict())
+        <All keys matched successfully>
+        >>> bool(torch.allclose(big.read(q), plain.read(q), atol=1e-6))
+        True
     """
 
     _state_names = ("keys", "values", "written_at", "last_used", "clock", "rng_state")
@@ -57,6 +88,8 @@ class SlotMemory(Memory):
         capacity: int | None = None,
         overwrite: Literal["oldest", "lru", "random"] = "oldest",
         seed: int = 0,
+        block_size: int | Literal["auto"] | None = "auto",
+        index: Any = None,
     ) -> None:
         super().__init__()
         self.similarity = _similarity.get(similarity)
@@ -66,6 +99,25 @@ class SlotMemory(Memory):
             raise ValueError(f"overwrite: expected one of {OVERWRITE_POLICIES}, got {overwrite!r}")
         self.overwrite = overwrite
         self.seed = check_int(seed, "seed", minimum=0)
+        if block_size is not None and block_size != "auto":
+            block_size = check_int(block_size, "block_size")
+        self.block_size = block_size
+        self.index = None if index is None else _ann.get(index)
+        if self.index is not None:
+            if not isinstance(self.separation, _separation.TopK):
+                raise ValueError(
+                    f"index: a search index serves the top-k separation only, got separation "
+                    f"{self.separation.spec()['name']!r}; use separation={{'name': 'topk', 'k': ...}}"
+                )
+            _ann.search_metric(self.similarity)  # fails early for a similarity no index ranks by
+        self._index_cache: tuple | None = None
+
+    def __getstate__(self):
+        # A built faiss index is a SWIG object that neither pickles nor deep-copies; it is
+        # rebuilt from the keys at the next read.
+        state = self.__dict__.copy()
+        state["_index_cache"] = None
+        return state
 
     def config(self) -> dict[str, Any]:
         return {
@@ -74,6 +126,8 @@ class SlotMemory(Memory):
             "capacity": self.capacity,
             "overwrite": self.overwrite,
             "seed": self.seed,
+            "block_size": self.block_size,
+            "index": None if self.index is None else self.index.spec(),
         }
 
     def _batch_shape(self) -> torch.Size:
@@ -173,6 +227,14 @@ class SlotMemory(Memory):
             values ``[..., M, Dv]``, or a :class:`ReadResult` when ``details`` is true.
         """
         queries = self._queries(queries)
+        if self.index is not None:
+            return self._index_read(queries, details)
+        if not details:
+            block = self._read_block(queries)
+            if block is not None:
+                out = self._blocked_read(queries, block)
+                if out is not None:
+                    return out
         scores = self.similarity(queries, self.keys)
         weights = self.separation(scores)
         out = weights @ self.values
@@ -182,8 +244,136 @@ class SlotMemory(Memory):
 
     def _mark_used(self, weights: torch.Tensor) -> None:
         # Each query uses the slot it weighs most; those slots become most recently used.
-        weights = weights.detach().expand(*self._batch_shape(), *weights.shape[-2:])
+        self._mark_slots(weights.detach().argmax(dim=-1))
+
+    def _mark_slots(self, slots: torch.Tensor) -> None:
+        """Make ``slots [..., M]`` (one per query) the most recently used."""
+        slots = slots.expand(*self._batch_shape(), slots.shape[-1])
         used = torch.zeros_like(self.last_used, dtype=torch.bool)
-        used.scatter_(-1, weights.argmax(dim=-1), True)
+        used.scatter_(-1, slots, True)
         self.clock = self.clock + 1
         self.last_used = torch.where(used, self.clock.to(self.last_used.device), self.last_used)
+
+    # -- blocked read --------------------------------------------------------------
+    def _read_block(self, queries: torch.Tensor) -> int | None:
+        """The block size of a blocked read of ``queries``, or None for the plain read."""
+        if self.block_size is None or self.separation.streaming() is None:
+            return None
+        if self.overwrite == "lru" and self.capacity is not None:
+            return None  # the policy needs each query's largest weight over all slots
+        if torch.is_grad_enabled() and (queries.requires_grad or self.keys.requires_grad
+                                        or self.values.requires_grad):
+            return None  # the blocked read works in place; autograd needs the plain graph
+        n = self.keys.shape[-2]
+        if self.block_size == "auto":
+            rows = torch.broadcast_shapes(queries.shape[:-2], self._batch_shape()).numel() * queries.shape[-2]
+            if rows * n < AUTO_MIN_SCORES:
+                return None
+            block = max(256, AUTO_BLOCK_SCORES // max(rows, 1))
+        else:
+            block = self.block_size
+        return block if block < n else None
+
+    def _blocked_read(self, queries: torch.Tensor, block: int) -> torch.Tensor | None:
+        """sigma(S(q, K)) V summed over blocks of ``block`` slots (see :class:`kvmem.separation.Streaming`).
+
+        Returns None where the folded fast path overflowed (|beta s| beyond the float range),
+        so that the caller falls back to the plain read, which shifts before it scales.
+        """
+        stream = self.separation.streaming()
+        keys, values = self.keys, self.values
+        batch = self._batch_shape()
+        m, d = queries.shape[-2:]
+        n, dv = values.shape[-2:]
+        q = queries.expand(*batch, m, d).reshape(-1, m, d)
+        k = keys.reshape(-1, n, d)
+        v = values.reshape(-1, n, dv)
+        acc = values.new_zeros(q.shape[0], m, dv)
+        sim = self.similarity
+        # For (scaled) dot products beta and the scale are folded into the queries: the
+        # block of beta * S comes straight out of one matrix product, saving a pass over it.
+        folded = stream.exp_beta is not None and type(sim) in (_similarity.Dot, _similarity.ScaledDot)
+        if folded:
+            scale = stream.exp_beta / (math.sqrt(d) if isinstance(sim, _similarity.ScaledDot) else 1.0)
+            q = q * scale
+        if stream.exp_beta is not None:
+            lowest = torch.finfo(acc.dtype).min
+            run_max = acc.new_full((q.shape[0], m, 1), lowest)
+            total = acc.new_zeros(q.shape[0], m, 1)
+            for start in range(0, n, block):
+                kb, vb = k[:, start:start + block], v[:, start:start + block]
+                t = torch.bmm(q, kb.transpose(1, 2)) if folded else sim(q, kb)
+                new_max = torch.maximum(run_max, t.amax(-1, keepdim=True))
+                if folded:
+                    t.sub_(new_max).exp_()
+                    rescale = torch.exp(run_max - new_max)
+                else:
+                    # Scores and their maximum in score units: shift, then scale, so that
+                    # exp(beta (s - max)) stays finite for any finite beta.
+                    t = torch.exp(stream.exp_beta * (t - new_max))
+                    rescale = torch.exp(stream.exp_beta * (run_max - new_max))
+                total.mul_(rescale).add_(t.sum(-1, keepdim=True))
+                acc.mul_(rescale).baddbmm_(t, vb)
+                run_max = new_max
+            out = acc / total if stream.normalize else acc
+            if folded and not bool(torch.isfinite(out).all()):
+                return None
+        else:
+            total = acc.new_zeros(q.shape[0], m, 1) if stream.normalize else None
+            for start in range(0, n, block):
+                kb, vb = k[:, start:start + block], v[:, start:start + block]
+                w = stream.weights(sim(q, kb))
+                if total is not None:
+                    total.add_(w.sum(-1, keepdim=True))
+                acc.baddbmm_(w, vb)
+            out = acc
+            if total is not None:
+                out = torch.where(total > 0, acc / total.clamp_min(torch.finfo(acc.dtype).tiny), acc)
+        return out.reshape(*batch, m, dv)
+
+    # -- index read ----------------------------------------------------------------
+    def _key_indexes(self) -> list[_ann.KeyIndex]:
+        """One search index per memory of the batch, rebuilt when the keys have changed."""
+        keys = self.keys
+        cache = self._index_cache
+        if cache is None or cache[0] is not keys or cache[1] != keys._version:
+            flat = keys.detach().reshape(-1, *keys.shape[-2:])
+            built = [_ann.KeyIndex(kb, similarity=self.similarity, index=self.index) for kb in flat]
+            self._index_cache = cache = (keys, keys._version, built)
+        return cache[2]
+
+    def _index_read(self, queries: torch.Tensor, details: bool) -> torch.Tensor | ReadResult:
+        """Top-k read whose top-k keys come from the search index."""
+        batch = self._batch_shape()
+        m, d = queries.shape[-2:]
+        n, dv = self.values.shape[-2:]
+        q = queries.expand(*batch, m, d).reshape(-1, m, d)
+        values = self.values.reshape(-1, n, dv)
+        keys = self.keys.reshape(-1, n, d)
+        sep = self.separation
+        outs, weights, slots = [], [], []
+        for b, index in enumerate(self._key_indexes()):
+            _, idx = index.search(q[b].detach(), sep.k)
+            lost = idx[:, 0] < 0
+            if bool(lost.any()):
+                # The probed IVF cells of these queries were empty: search them exactly.
+                idx[lost] = _ann.exact_topk(q[b][lost].detach(), keys[b].detach(), idx.shape[1],
+                                            similarity=self.similarity)[1]
+            found = idx >= 0
+            safe = idx.clamp_min(0)
+            # Scores again, through autograd, so that reads stay differentiable in q, K and V.
+            s = self.similarity(q[b].unsqueeze(-2), keys[b][safe]).squeeze(-2)
+            s = s.masked_fill(~found, float("-inf"))
+            w = torch.softmax(sep.beta * (s - s.amax(-1, keepdim=True)), dim=-1)
+            outs.append((w.unsqueeze(-1) * values[b][safe]).sum(-2))
+            slots.append(safe[:, 0])
+            if details:
+                rows = torch.arange(m, device=safe.device).unsqueeze(-1).expand_as(safe)
+                dense = w.new_zeros(m, n).index_put_((rows, safe), w.masked_fill(~found, 0.0), accumulate=True)
+                weights.append(dense)
+        out = torch.stack(outs).reshape(*batch, m, dv)
+        if self.overwrite == "lru" and self.capacity is not None:
+            self._mark_slots(torch.stack(slots).reshape(*batch, m))
+        if details:
+            return ReadResult(out, torch.stack(weights).reshape(*batch, m, n), None)
+        return out
