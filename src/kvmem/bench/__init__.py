@@ -28,6 +28,7 @@ import importlib
 import json
 import os
 import platform
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -74,9 +75,8 @@ def machine_info(device: str | torch.device = "cpu") -> dict[str, Any]:
         info["cpu_model"] = names[0] if names else platform.processor() or "unknown"
     except OSError:
         info["cpu_model"] = platform.processor() or "unknown"
-    config = torch.__config__.show()
-    blas = [line.split("=", 1)[1].strip() for line in config.splitlines() if "BLAS_INFO" in line]
-    info["blas"] = blas[0] if blas else ("mkl" if torch.backends.mkl.is_available() else "unknown")
+    blas = re.search(r"BLAS_INFO=([\w.-]+)", torch.__config__.show())
+    info["blas"] = blas.group(1) if blas else ("mkl" if torch.backends.mkl.is_available() else "unknown")
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     try:
