@@ -22,7 +22,8 @@ blocks leave the resident set. On CUDA the allocator's peak is used. In the same
 a dispatch hook also records the largest storage any operation of the blocked read allocates.
 
 Full: M = 1,024 queries, N = 65,536 slots, D = Dv = 256, float32, block 2,048 slots.
-Quick: M = 256, N = 16,384, D = 128, block 1,024.
+Quick: M = 256, N = 16,384, D = 128, block 4,096 (fewer, larger blocks: small products
+suffer most from a busy machine).
 
 Run:  kvmem bench --only slot-read, or python -m kvmem.bench.cases.slot_read [--quick]
 """
@@ -44,7 +45,7 @@ import kvmem
 from kvmem.bench.base import BenchRow, time_pair
 
 FULL = {"queries": 1024, "slots": 65536, "dim": 256, "block": 2048, "beta": 1.0, "repeats": 7}
-QUICK = {"queries": 256, "slots": 16384, "dim": 128, "block": 1024, "beta": 1.0, "repeats": 3}
+QUICK = {"queries": 256, "slots": 16384, "dim": 128, "block": 4096, "beta": 1.0, "repeats": 3}
 CHECK_QUERIES = 64
 TOLERANCE = 1e-4
 
