@@ -210,3 +210,66 @@ def register(experiment: Experiment) -> Experiment:
         raise ValueError(f"experiment {experiment.name!r} is already registered")
     REGISTRY[experiment.name] = experiment
     return experiment
+
+
+# -- helpers shared by experiment modules ----------------------------------------------------------
+def config_error(field: str, expected: str, value: Any) -> None:
+    """Raise the ``ValueError`` every config check gives: the setting, what was expected, the value.
+
+    Example:
+        >>> config_error("trials", "a positive integer", 0)
+        Traceback (most recent call last):
+        ...
+        ValueError: trials: expected a positive integer, got 0
+    """
+    raise ValueError(f"{field}: expected {expected}, got {value!r}")
+
+
+def is_int(value: Any) -> bool:
+    """A Python int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_real(value: Any) -> bool:
+    """A finite Python int or float that is not a bool."""
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def summarise_over_seeds(table: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Mean of each metric over the rows of each ``keys`` group, with a 95% t interval.
+
+    The rows of a group are the independent replicates (seeds). NaNs are left out; a group
+    with one value has a zero-width interval, one with none a NaN mean.
+
+    Args:
+        table: one row per replicate and condition.
+        keys: the condition columns to group by (order kept as first seen).
+        metrics: the columns to summarise.
+
+    Returns:
+        one row per group: the keys, and per metric ``metric``, ``metric_lo``, ``metric_hi``.
+
+    Example:
+        >>> t = pd.DataFrame({"n": [1, 1, 1], "acc": [0.5, 0.7, 0.6]})
+        >>> row = summarise_over_seeds(t, ["n"], ["acc"]).iloc[0]
+        >>> round(float(row["acc"]), 6), round(float(row["acc_hi"] - row["acc"]), 3)
+        (0.6, 0.248)
+    """
+    import math
+
+    from scipy import stats
+
+    rows = []
+    for key, group in table.groupby(keys, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(keys, key))
+        for metric in metrics:
+            vals = group[metric].dropna().to_numpy(dtype=float)
+            mean = float(vals.mean()) if len(vals) else float("nan")
+            half = float(stats.t.ppf(0.975, len(vals) - 1) * vals.std(ddof=1) / math.sqrt(len(vals))) if len(vals) > 1 else 0.0
+            row[metric] = mean
+            row[f"{metric}_lo"], row[f"{metric}_hi"] = mean - half, mean + half
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -58,7 +58,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -68,6 +67,8 @@ import torch
 from ..bio.index import HippocampalIndex
 from ..memory import ClassicalHopfield, SlotMemory
 from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import config_error as _fail, is_int as _is_int, is_real as _is_real
+from .base import summarise_over_seeds as _summary
 
 
 @dataclass(frozen=True)
@@ -119,16 +120,7 @@ class Config:
 QUICK = Config(trials=6, seeds=2, context_levels=(0.0, 0.5, 1.0), value_noises=(0.0, 2.0, 6.0), people_high=50)
 
 
-def _fail(field: str, expected: str, value: Any) -> None:
-    raise ValueError(f"{field}: expected {expected}, got {value!r}")
 
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_real(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def validate(config: Config) -> None:
@@ -274,23 +266,6 @@ def _change(config: Config, rep: int, index_seed: int, gen: torch.Generator) -> 
                      "detection_auc": auc(got_same.scores.amax(-1), got_diff.scores.amax(-1)),
                      "identification": identify(got_diff.values)})
     return rows
-
-
-def _summary(table: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
-    """Mean over seeds with a 95% t interval (seeds are the independent replicates)."""
-    from scipy import stats
-
-    rows = []
-    for key, group in table.groupby(keys, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip(keys, key))
-        for metric in metrics:
-            vals = group[metric].to_numpy(dtype=float)
-            mean = float(vals.mean())
-            half = float(stats.t.ppf(0.975, len(vals) - 1) * vals.std(ddof=1) / math.sqrt(len(vals))) if len(vals) > 1 else 0.0
-            row[metric], row[f"{metric}_lo"], row[f"{metric}_hi"] = mean, mean - half, mean + half
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> Result:

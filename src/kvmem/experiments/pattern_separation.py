@@ -50,6 +50,8 @@ import torch
 from ..bio.index import HippocampalIndex, code_overlap, pattern_separation
 from ..memory import SlotMemory
 from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import config_error as _fail, is_int as _is_int, is_real as _is_real
+from .base import summarise_over_seeds as _summary
 
 
 @dataclass(frozen=True)
@@ -97,16 +99,7 @@ QUICK = Config(pairs=50, similarities=(0.0, 0.4, 0.8, 0.95), rhos=(0.0, 0.5, 0.8
                trials=4, seeds=2)
 
 
-def _fail(field: str, expected: str, value: Any) -> None:
-    raise ValueError(f"{field}: expected {expected}, got {value!r}")
 
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_real(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def validate(config: Config) -> None:
@@ -238,23 +231,6 @@ def _mean_within_group(overlap, codes: torch.Tensor, m: int) -> float:
     pairs = overlap(grouped.unsqueeze(-2), grouped.unsqueeze(-3))  # [T, G, m, m]
     off = ~torch.eye(m, dtype=torch.bool)
     return float(pairs[..., off].mean())
-
-
-def _summary(table: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
-    """Mean over seeds with a 95% t interval (seeds are the independent replicates)."""
-    from scipy import stats
-
-    rows = []
-    for key, group in table.groupby(keys, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip(keys, key))
-        for metric in metrics:
-            vals = group[metric].to_numpy(dtype=float)
-            mean = float(vals.mean())
-            half = float(stats.t.ppf(0.975, len(vals) - 1) * vals.std(ddof=1) / math.sqrt(len(vals))) if len(vals) > 1 else 0.0
-            row[metric], row[f"{metric}_lo"], row[f"{metric}_hi"] = mean, mean - half, mean + half
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> Result:

@@ -49,7 +49,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -59,6 +58,8 @@ import torch
 from ..bio.index import HippocampalIndex
 from ..memory import SlotMemory
 from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import config_error as _fail, is_int as _is_int, is_real as _is_real
+from .base import summarise_over_seeds as _summary
 
 
 @dataclass(frozen=True)
@@ -97,16 +98,7 @@ class Config:
 QUICK = Config(trials=8, seeds=2, memories=40, value_noises=(0.0, 1.0, 2.0, 6.0), lesion_fractions=(0.0, 0.5, 1.0))
 
 
-def _fail(field: str, expected: str, value: Any) -> None:
-    raise ValueError(f"{field}: expected {expected}, got {value!r}")
 
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_real(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def validate(config: Config) -> None:
@@ -234,23 +226,6 @@ def _replicate(config: Config, rep: int, gen: torch.Generator) -> list[dict[str,
         removed = (order < round(frac * n)).unsqueeze(-1)
         rows.append(classical_row("traces removed", frac, clean.masked_fill(removed, 0.0)))
     return rows
-
-
-def _summary(table: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
-    """Mean over seeds with a 95% t interval (seeds are the independent replicates)."""
-    from scipy import stats
-
-    rows = []
-    for key, group in table.groupby(keys, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip(keys, key))
-        for metric in metrics:
-            vals = group[metric].to_numpy(dtype=float)
-            mean = float(vals.mean())
-            half = float(stats.t.ppf(0.975, len(vals) - 1) * vals.std(ddof=1) / math.sqrt(len(vals))) if len(vals) > 1 else 0.0
-            row[metric], row[f"{metric}_lo"], row[f"{metric}_hi"] = mean, mean - half, mean + half
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 METRICS = ["recognition_auc", "recall", "semantic"]

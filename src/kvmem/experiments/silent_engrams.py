@@ -67,6 +67,8 @@ import torch
 
 from ..bio.index import HippocampalIndex
 from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import config_error as _fail, is_int as _is_int, is_real as _is_real
+from .base import summarise_over_seeds as _summary
 
 
 @dataclass(frozen=True)
@@ -111,16 +113,7 @@ class Config:
 QUICK = Config(trials=6, seeds=2, groups=6, strengths=(1.0, 0.6, 0.4, 0.2, 0.05), betas=(1.0, 2.0, 2.5, 5.0, 10.0))
 
 
-def _fail(field: str, expected: str, value: Any) -> None:
-    raise ValueError(f"{field}: expected {expected}, got {value!r}")
 
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_real(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def validate(config: Config) -> None:
@@ -273,24 +266,6 @@ def _replicate(config: Config, rep: int, gen: torch.Generator, progress: Progres
             })
     progress.advance()
     return rows
-
-
-def _summary(table: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
-    """Mean over seeds with a 95% t interval (seeds are the independent replicates)."""
-    from scipy import stats
-
-    rows = []
-    for key, group in table.groupby(keys, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip(keys, key))
-        for metric in metrics:
-            vals = group[metric].dropna().to_numpy(dtype=float)
-            mean = float(vals.mean()) if len(vals) else float("nan")
-            half = float(stats.t.ppf(0.975, len(vals) - 1) * vals.std(ddof=1) / math.sqrt(len(vals))) if len(vals) > 1 else 0.0
-            row[metric] = mean
-            row[f"{metric}_lo"], row[f"{metric}_hi"] = mean - half, mean + half
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> Result:
