@@ -42,12 +42,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy import special, stats
+from scipy import special
 
 from .._checks import check_int, check_positive
 from ..memory import MatrixMemory, SlotMemory
 from ..separation import Softmax
 from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import mean_ci
 
 MODELS = ("key-value", "classical")
 
@@ -251,19 +252,6 @@ def _run(config: Config, *, seed: int, progress: Progress) -> Result:
     summary = _summary(fits)
     return Result(tables={"fits": fits, "summary": summary, "errors": pd.DataFrame(err_rows)},
                   scalars=_scalars(summary), config=asdict(config))
-
-
-def mean_ci(x: Any, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and the t-based confidence interval of the mean (nan bounds for one value)."""
-    x = np.asarray(x, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return math.nan, math.nan, math.nan
-    m = float(x.mean())
-    if x.size < 2:
-        return m, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return m, m - half, m + half
 
 
 def _summary(fits: pd.DataFrame) -> pd.DataFrame:

@@ -273,3 +273,66 @@ def summarise_over_seeds(table: pd.DataFrame, keys: list[str], metrics: list[str
             row[f"{metric}_lo"], row[f"{metric}_hi"] = mean - half, mean + half
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def mean_ci(x: Any, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of the finite values and the t-based confidence interval of that mean.
+
+    Returns ``(mean, low, high)``; the bounds are NaN with fewer than two values, and all
+    three are NaN with none.
+
+    Example:
+        >>> m, lo, hi = mean_ci([0.5, 0.7, 0.6])
+        >>> round(m, 6), round(hi - m, 3)
+        (0.6, 0.248)
+    """
+    import math
+
+    import numpy as np
+    from scipy import stats
+
+    x = np.asarray(x, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return mean, mean - half, mean + half
+
+
+def auc(positive: Any, negative: Any) -> float:
+    """Area under the ROC curve: P(a positive scores above a negative) + P(tie) / 2.
+
+    Args:
+        positive, negative: scores, arrays or tensors of any shape (flattened).
+
+    Returns:
+        the AUC, or NaN when either side is empty. Sorting makes it O((P + N) log N).
+
+    Example:
+        >>> auc([2.0, 3.0], [1.0, 2.0])
+        0.875
+    """
+    import math
+
+    import numpy as np
+
+    def flat(x: Any) -> np.ndarray:
+        if hasattr(x, "detach"):
+            x = x.detach().cpu().double().numpy()
+        return np.asarray(x, dtype=np.float64).ravel()
+
+    pos, neg = flat(positive), np.sort(flat(negative))
+    if pos.size == 0 or neg.size == 0:
+        return math.nan
+    lo = np.searchsorted(neg, pos, side="left")
+    hi = np.searchsorted(neg, pos, side="right")
+    return float((lo + 0.5 * (hi - lo)).sum() / (pos.size * neg.size))
+
+
+def plot_band(ax: Any, x: Any, table: pd.DataFrame, metric: str, label: str, **style: Any) -> None:
+    """Plot ``table[metric]`` against ``x`` with its ``metric_lo`` / ``metric_hi`` band shaded."""
+    line = ax.plot(x, table[metric], marker="o", ms=3, label=label, **style)[0]
+    ax.fill_between(x, table[f"{metric}_lo"], table[f"{metric}_hi"], color=line.get_color(), alpha=0.2, lw=0)

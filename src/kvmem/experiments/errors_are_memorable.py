@@ -43,12 +43,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 from .._checks import check_int, check_positive
 from ..learning.dual_form import DualFormRecorder
 from ..memory import MatrixMemory
 from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import mean_ci
 
 MODELS = ("dual-form", "hebbian")
 
@@ -182,19 +182,6 @@ def _run(config: Config, *, seed: int, progress: Progress) -> Result:
     scalars = _scalars(summary, pd.DataFrame(checks))
     return Result(tables={"events": events, "summary": summary, "checks": pd.DataFrame(checks)},
                   scalars=scalars, config=asdict(config))
-
-
-def mean_ci(x: Any, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and the t-based confidence interval of the mean over replicates."""
-    x = np.asarray(x, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(x.mean())
-    if x.size < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return mean, mean - half, mean + half
 
 
 def _summary(events: pd.DataFrame) -> pd.DataFrame:

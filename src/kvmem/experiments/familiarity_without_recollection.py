@@ -67,6 +67,7 @@ import torch
 from ..bio.index import HippocampalIndex
 from ..memory import ClassicalHopfield, SlotMemory
 from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import auc, plot_band as _band
 from .base import config_error as _fail, is_int as _is_int, is_real as _is_real
 from .base import summarise_over_seeds as _summary
 
@@ -159,21 +160,6 @@ def validate(config: Config) -> None:
     noises = config.value_noises
     if not isinstance(noises, tuple) or not noises or any(not _is_real(s) or s < 0 for s in noises) or 0.0 not in noises:
         _fail("value_noises", "a tuple of numbers >= 0 holding 0", noises)
-
-
-def auc(positive: torch.Tensor, negative: torch.Tensor) -> float:
-    """P(a random positive scores above a random negative), ties counted one half.
-
-    Args:
-        positive, negative: scores (any shapes; flattened).
-
-    Example:
-        >>> import torch
-        >>> auc(torch.tensor([2.0, 3.0]), torch.tensor([1.0, 2.0]))
-        0.875
-    """
-    p, n = positive.flatten().unsqueeze(-1), negative.flatten().unsqueeze(-2)
-    return float(((p > n).double() + 0.5 * (p == n).double()).mean())
 
 
 def _pm(gen: torch.Generator, *shape: int) -> torch.Tensor:
@@ -302,11 +288,6 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
                "people_high": config.people_high, "hopfield_load": config.people / n_event,
                "hopfield_load_high": config.people_high / n_event, "chance_identification": 1.0 / config.items}
     return Result(tables=tables, scalars=scalars, config=asdict(config))
-
-
-def _band(ax, x, table, metric, label, **style):
-    line = ax.plot(x, table[metric], marker="o", ms=3, label=label, **style)[0]
-    ax.fill_between(x, table[f"{metric}_lo"], table[f"{metric}_hi"], color=line.get_color(), alpha=0.2, lw=0)
 
 
 def plot(result: Result) -> dict[str, Any]:

@@ -50,12 +50,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 from .._checks import check_int, check_positive
 from ..bio.index import HippocampalIndex
 from ..memory import SlotMemory
 from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import auc, mean_ci
 
 MODELS = ("key-value", "classical")
 
@@ -154,17 +154,6 @@ def goodman_kruskal_gamma(x: Any, y: Any) -> float:
     above = (neg.size - np.searchsorted(neg, pos, side="right")).sum()
     total = below + above
     return float((below - above) / total) if total else math.nan
-
-
-def auc(scores_pos: Any, scores_neg: Any) -> float:
-    """Area under the ROC curve: P(positive score > negative score) + P(tie) / 2."""
-    pos = np.asarray(scores_pos, dtype=np.float64).ravel()
-    neg = np.sort(np.asarray(scores_neg, dtype=np.float64).ravel())
-    if pos.size == 0 or neg.size == 0:
-        return math.nan
-    lo = np.searchsorted(neg, pos, side="left")
-    hi = np.searchsorted(neg, pos, side="right")
-    return float((lo + 0.5 * (hi - lo)).sum() / (pos.size * neg.size))
 
 
 def operation_counts(config: Config, n_keys: int | None = None) -> dict[str, int]:
@@ -344,19 +333,6 @@ def _participant_table(trials: pd.DataFrame, config: Config) -> pd.DataFrame:
             for p, part in trials[(trials["model"] == model) & (trials["phase"] == phase)].groupby("participant"):
                 rows.append({"model": model, "phase": phase, "participant": p, "criterion": crit, **_measures(part, crit)})
     return pd.DataFrame(rows)
-
-
-def mean_ci(x: Any, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and the t-based confidence interval of the mean over participants."""
-    x = np.asarray(x, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(x.mean())
-    if x.size < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return mean, mean - half, mean + half
 
 
 def _priming_effects(trials: pd.DataFrame, criterion: float) -> dict[str, float]:

@@ -50,6 +50,7 @@ import torch
 from ..bio.index import HippocampalIndex, code_overlap, pattern_separation
 from ..memory import SlotMemory
 from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import plot_band as _band
 from .base import config_error as _fail, is_int as _is_int, is_real as _is_real
 from .base import summarise_over_seeds as _summary
 
@@ -265,11 +266,6 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
     scalars = {"seeds": config.seeds, "trials": config.trials, "num_units": config.num_units, "active": config.active,
                "memories": config.groups * config.group_size, "completion_power": config.completion_power}
     return Result(tables=tables, scalars=scalars, config=asdict(config))
-
-
-def _band(ax, x, table, metric, label, **style):
-    line = ax.plot(x, table[metric], marker="o", ms=3, label=label, **style)[0]
-    ax.fill_between(x, table[f"{metric}_lo"], table[f"{metric}_hi"], color=line.get_color(), alpha=0.2, lw=0)
 
 
 def plot(result: Result) -> dict[str, Any]:

@@ -44,7 +44,6 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from scipy import stats
@@ -55,6 +54,7 @@ from ..learning.key_maps import LearnedLinearMap
 from ..memory import SlotMemory
 from ..separation import Softmax
 from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import mean_ci
 
 PHASES = ("discriminate", "integrate", "discriminate-again")
 
@@ -232,19 +232,6 @@ def _run(config: Config, *, seed: int, progress: Progress) -> Result:
     summary = _summary(learning)
     return Result(tables={"learning": learning, "pairs": pairs_table, "summary": summary},
                   scalars=_scalars(learning, pairs_table, config), config=asdict(config))
-
-
-def mean_ci(x: Any, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and the t-based confidence interval of the mean over learners."""
-    x = np.asarray(x, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(x.mean())
-    if x.size < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return mean, mean - half, mean + half
 
 
 def _summary(learning: pd.DataFrame) -> pd.DataFrame:

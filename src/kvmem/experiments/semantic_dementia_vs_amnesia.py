@@ -58,6 +58,7 @@ import torch
 from ..bio.index import HippocampalIndex
 from ..memory import SlotMemory
 from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import auc, plot_band as _band
 from .base import config_error as _fail, is_int as _is_int, is_real as _is_real
 from .base import summarise_over_seeds as _summary
 
@@ -133,21 +134,6 @@ def validate(config: Config) -> None:
     fr = config.lesion_fractions
     if not isinstance(fr, tuple) or any(not _is_real(f) or not 0 <= f <= 1 for f in fr) or 0.0 not in fr or 1.0 not in fr:
         _fail("lesion_fractions", "a tuple of numbers in [0, 1] holding 0 and 1", fr)
-
-
-def auc(positive: torch.Tensor, negative: torch.Tensor) -> float:
-    """P(a random positive scores above a random negative), ties counted one half.
-
-    Args:
-        positive, negative: scores (any shapes; flattened).
-
-    Example:
-        >>> import torch
-        >>> auc(torch.tensor([1.0, 1.0]), torch.tensor([1.0, 0.0]))
-        0.75
-    """
-    p, n = positive.flatten().unsqueeze(-1), negative.flatten().unsqueeze(-2)
-    return float(((p > n).double() + 0.5 * (p == n).double()).mean())
 
 
 def nearest_is_own(queries: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
@@ -257,11 +243,6 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
     scalars = {"seeds": config.seeds, "trials": config.trials, "memories": config.memories,
                "chance_semantic": 1.0 / config.memories}
     return Result(tables={"damage": table, "damage_summary": summary}, scalars=scalars, config=asdict(config))
-
-
-def _band(ax, x, table, metric, label, **style):
-    line = ax.plot(x, table[metric], marker="o", ms=3, label=label, **style)[0]
-    ax.fill_between(x, table[f"{metric}_lo"], table[f"{metric}_hi"], color=line.get_color(), alpha=0.2, lw=0)
 
 
 def plot(result: Result) -> dict[str, Any]:
