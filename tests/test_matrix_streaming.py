@@ -192,3 +192,22 @@ def test_stream_input_errors_name_the_block():
     # A stream into a float64 memory converts float32 blocks to float64.
     mem.write_stream([(k.float(), v.float())])
     assert mem.matrix.dtype == torch.float64 and int(mem.writes) == 40
+
+
+def test_delta_block_follows_the_device():
+    # CPU blocks stay small (cheap Gram matrices and solves); a GPU takes fewer, larger steps.
+    assert matrix_module.delta_block("cpu") == matrix_module.DELTA_BLOCK
+    assert matrix_module.delta_block(torch.device("cuda", 0)) == matrix_module.DELTA_BLOCK_GPU
+    assert matrix_module.DELTA_BLOCK_GPU > matrix_module.DELTA_BLOCK
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("rule", ["hebbian", "delta"])
+def test_cuda_chunked_write_matches_the_cpu(rule):
+    k, v = pairs(3000, seed=9)
+    k, v = k.float(), v.float()
+    cpu = kvmem.MatrixMemory(6, 3, rule=rule, beta=0.8)
+    cpu.write(k, v, chunk_size=1000)
+    gpu = kvmem.MatrixMemory(6, 3, rule=rule, beta=0.8)  # the state follows the data onto the GPU
+    gpu.write(k.cuda(), v.cuda(), chunk_size=1000)
+    torch.testing.assert_close(gpu.matrix.cpu(), cpu.matrix, rtol=1e-4, atol=1e-4)

@@ -19,6 +19,10 @@ KEY_NORMS = (None, "l2", "sum")
 #: [C, F] x [F, Dv] products and a C x C triangular solve, so C trades the length of the
 #: sequential loop against the extra O(C) work per pair of the Gram matrices and solves.
 DELTA_BLOCK = 64
+#: The same on a GPU, where each step is a few kernel launches whatever its size: larger
+#: blocks mean fewer sequential steps (measured on an H200: 10^6 pairs at D = 128 took
+#: 1.03 s with blocks of 64, launch-bound).
+DELTA_BLOCK_GPU = 512
 #: Rows per matrix product of a chunked Hebbian write: phi^T V over a long chunk is summed
 #: from batched [F, R] x [R, Dv] products, which BLAS runs faster than one product whose
 #: inner dimension is the whole chunk.
@@ -385,7 +389,7 @@ class MatrixMemory(Memory):
         phi, values = phi.reshape(-1, n, f), values.reshape(-1, n, dv)
         b = phi.shape[0]
         s = matrix.reshape(-1, f, dv).clone()  # updated in place below; the caller's M stays as it is
-        c = min(DELTA_BLOCK, n)
+        c = min(delta_block(s.device), n)
         full = n - n % c
         for lo, hi, size in ((0, full, c), (full, n, n - full)):
             if hi == lo:
@@ -478,8 +482,16 @@ class MatrixMemory(Memory):
         return ReadResult(out) if details else out
 
 
+def delta_block(device: torch.device | str) -> int:
+    """Pairs per sequential step of the chunked delta write on ``device`` (CPU: :data:`DELTA_BLOCK`)."""
+    return DELTA_BLOCK if torch.device(device).type == "cpu" else DELTA_BLOCK_GPU
+
+
 def _outer_sum(phi: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """sum_n phi_n^T v_n = phi^T V ``[..., F, Dv]``, as a sum of batched products over rows."""
+    """sum_n phi_n^T v_n = phi^T V ``[..., F, Dv]``, as a sum of batched products over rows
+    on the CPU (see :data:`HEBBIAN_BLOCK`), one product elsewhere."""
+    if phi.device.type != "cpu":
+        return phi.transpose(-1, -2) @ values
     n, f = phi.shape[-2:]
     dv = values.shape[-1]
     r = HEBBIAN_BLOCK

@@ -7,7 +7,8 @@
 - Delta rule: ``M <- M + beta k_n^T (v_n - k_n M)`` pair after pair. The recurrence does
   ``k_n M`` and the outer product, 4 N D^2 FLOPs; the chunked form it runs here does more
   (Gram matrices and triangular solves add about ``3 C D`` FLOPs per pair for blocks of
-  C = 64 pairs: ``extra["chunked_flop"]``), which the bound does not credit.
+  C pairs, 64 on the CPU and 512 on a GPU: ``extra["chunked_flop"]``), which the bound
+  does not credit.
 
 The bound is one square ``torch.matmul`` of the same FLOP count as the rule (2 N D^2 and
 4 N D^2), timed in turns with the write (:func:`~kvmem.bench.base.time_pair`; the GEMM's
@@ -58,11 +59,11 @@ def write(rule: str, keys: torch.Tensor, values: torch.Tensor, chunk: int | None
     return mem
 
 
-def chunked_delta_flop(pairs: int, dim: int) -> float:
+def chunked_delta_flop(pairs: int, dim: int, device: str = "cpu") -> float:
     """FLOPs of the chunked delta write (products and solves only): per block of C pairs the
     Gram matrix ``K K^T`` (2 C^2 D), ``V - K S`` and ``K^T U'`` (2 C D^2 each) and the
     triangular solve (C^2 D)."""
-    c = min(_matrix.DELTA_BLOCK, pairs)
+    c = min(_matrix.delta_block(device), pairs)
     blocks = -(-pairs // c)
     return blocks * (2.0 * c * c * dim + 2 * 2.0 * c * dim * dim + 1.0 * c * c * dim)
 
@@ -121,10 +122,10 @@ def run(*, quick: bool, device: str, sizes: dict | None = None) -> list[BenchRow
                      "seconds_each": times["ours_all"], "bound_seconds_each": [t * scale for t in times["bound_all"]],
                      "gemm_side": side, "rel_error": result["rel_error"]}
             if rule == "delta":
-                cf = chunked_delta_flop(n, d)
+                cf = chunked_delta_flop(n, d, device)
                 extra.update({"chunked_flop": cf, "chunked_gflop_per_s": cf / ours / 1e9,
-                              "delta_block": _matrix.DELTA_BLOCK, "last_pair_error": result["last_pair_error"]})
-            label = "Hebbian, chunked" if rule == "hebbian" else f"delta rule, chunked (blocks of {_matrix.DELTA_BLOCK})"
+                              "delta_block": _matrix.delta_block(device), "last_pair_error": result["last_pair_error"]})
+            label = "Hebbian, chunked" if rule == "hebbian" else f"delta rule, chunked (blocks of {_matrix.delta_block(device)})"
             rows.append(BenchRow("matrix-writes", label, size, ours,
                                  f"torch.matmul {side}^3, {flop / 1e9:.1f} GFLOP (= {'2' if rule == 'hebbian' else '4'} N D^2)",
                                  gemm, ours / gemm, target, False, result["text"], result["passed"], extra))
