@@ -12,6 +12,7 @@ import torch
 
 import kvmem.memory.hopfield as hopfield
 from kvmem.memory.hopfield import ClassicalHopfield
+from kvmem.memory import _hopfield_numba
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -169,6 +170,8 @@ def test_two_cycle_ends_on_the_parity_of_the_budget():
 
 def test_sync_many_memories_packs_the_used_patterns(monkeypatch):
     # Many memories, few slow cues: later steps run on a copy of the used memories' patterns.
+    # This is about the numpy path's layout, so that path is forced (numba has no layout).
+    monkeypatch.setattr(_hopfield_numba, "backend", "numpy")
     rng = np.random.default_rng(7)
     x = rand_pm((16, 12, 32), rng)
     net = ClassicalHopfield()

@@ -42,6 +42,7 @@ import torch
 from .._checks import as_tensor, check_int, check_positive, make_generator
 from .. import separation as _separation
 from .. import similarity as _similarity
+from . import _hopfield_numba
 from .base import Memory, ReadResult, Retrieval, register_memory
 
 CLASSICAL_RULES = ("hebbian", "pseudo_inverse", "storkey")
@@ -1081,7 +1082,11 @@ class ClassicalHopfield(_Hopfield):
         if not self._fast(start):
             return super()._run_sync(start, clamp, steps)
         shape, m, x, s, keep = self._fast_inputs(start, clamp)
-        return self._fast_result(shape, start.dtype, *_sync_hebbian(x, s, m, keep, steps, self.zero_diagonal))
+        # The same results either way; the compiled kernel when numba is there (_hopfield_numba).
+        run = _sync_hebbian
+        if _hopfield_numba.sync_backend(s.shape[0], *x.shape[1:]) == "numba":
+            run = _hopfield_numba.sync_hebbian
+        return self._fast_result(shape, start.dtype, *run(x, s, m, keep, steps, self.zero_diagonal))
 
     def _run_async(self, start, clamp, steps, gen):
         if not self._fast(start):

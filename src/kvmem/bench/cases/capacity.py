@@ -13,7 +13,11 @@ iterations), as a capacity probe does. Two cases:
   ``retrieve(mode="async")`` on every probe of every trial. The loop uses the same random
   orders (drawn the same way from the same seed), so the final states must be identical.
 
-A case counts only after the two give identical final states. The batched time includes
+The sync case runs the compiled numba kernel of the Hebbian dynamics when numba is
+installed (``--backend``, or the ``KVMEM_HOPFIELD_BACKEND`` environment variable, picks
+``numba`` or ``numpy``; the JIT compile happens in the warm-up, before any timing); each
+case records the backend its batched side used. A case counts only after the two give
+identical final states. The batched time includes
 the write (``batched``), as the loop's includes building its weight matrices; the time of
 ``retrieve`` alone is reported beside it. Both sides run on ``--threads`` torch threads and
 are timed in turns (``time_pair``-style medians), so that both see the same machine load.
@@ -21,7 +25,8 @@ The default is one thread: on the shared 2-core development machine a second int
 thread made the batched path 5x slower (each small product waits for a busy core), while
 the loop gains at most 1.3x from it on a quiet machine.
 
-Run:  kvmem bench --only capacity, or python benchmarks/bench_capacity.py [--n 500] [--trials 50] [--alpha 0.12] [--threads 1] [--out DIR]
+Run:  kvmem bench --only capacity, or python benchmarks/bench_capacity.py [--n 500] [--trials 50] [--alpha 0.12] [--threads 1]
+[--backend auto|numba|numpy] [--out DIR]
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import torch
 import kvmem
 from kvmem.bench import machine_info
 from kvmem.bench.base import BenchRow, time_pair
+from kvmem.memory import _hopfield_numba
 from kvmem.paradigms import capacity
 
 
@@ -108,6 +114,18 @@ def in_turns(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, fl
 
 
 @contextlib.contextmanager
+def hebbian_backend(name: str | None) -> Iterator[None]:
+    """The synchronous Hebbian path of ``retrieve`` inside the block (None: unchanged)."""
+    before = _hopfield_numba.backend
+    if name is not None:
+        _hopfield_numba.backend = name
+    try:
+        yield
+    finally:
+        _hopfield_numba.backend = before
+
+
+@contextlib.contextmanager
 def threads(n: int) -> Iterator[None]:
     """Torch on ``n`` intra-op threads inside the block (``n <= 0``: unchanged)."""
     before = torch.get_num_threads()
@@ -127,6 +145,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both sides (0: unchanged)")
+    parser.add_argument("--backend", choices=_hopfield_numba.BACKENDS, default=None,
+                        help="path of the sync Hebbian dynamics (default: KVMEM_HOPFIELD_BACKEND, else auto)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -135,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     net = kvmem.ClassicalHopfield()
     net.write(patterns)
     cases = []
-    with threads(args.threads):
+    with threads(args.threads), hebbian_backend(args.backend):
         for mode, loop in (("sync", loop_reference), ("async", loop_reference_async)):
             # The check doubles as the warm-up of both sides.
             if not torch.equal(loop(patterns, args.steps), batched(patterns, args.steps, mode)):
@@ -144,13 +164,15 @@ def main(argv: list[str] | None = None) -> dict:
                           "batched": lambda: batched(patterns, args.steps, mode),
                           "retrieve": lambda: net.retrieve(patterns, steps=args.steps, mode=mode, seed=0)},
                          args.repeats)
-            cases.append({"case": f"classical Hopfield retrieval, {mode} dynamics", "mode": mode,
+            # Only the synchronous dynamics have a numba kernel.
+            backend = _hopfield_numba.sync_backend(args.trials * p, p, args.n) if mode == "sync" else "numpy"
+            cases.append({"case": f"classical Hopfield retrieval, {mode} dynamics", "mode": mode, "backend": backend,
                           "loop_seconds": t["loop"], "batched_seconds": t["batched"], "speedup": t["loop"] / t["batched"],
                           "retrieve_seconds": t["retrieve"], "retrieve_speedup": t["loop"] / t["retrieve"],
                           "identical_states": True})
             print(f"{mode:5s} N={args.n} P={p} trials={args.trials}: loop {t['loop']:.3f} s, batched {t['batched']:.4f} s "
                   f"(retrieve alone {t['retrieve']:.4f} s), speed-up {t['loop'] / t['batched']:.1f}x "
-                  f"({t['loop'] / t['retrieve']:.1f}x) (states identical)", flush=True)
+                  f"({t['loop'] / t['retrieve']:.1f}x) (states identical; {backend})", flush=True)
         info = machine_info("cpu")
     result = {
         "n": args.n, "p": p, "trials": args.trials, "probes": args.trials * p, "steps": args.steps,
@@ -197,7 +219,8 @@ def run(*, quick: bool, device: str) -> list[BenchRow]:
     rows = [BenchRow("capacity", f"batched {c['mode']} vs per-probe loop", size, c["batched_seconds"],
                      "per-probe Python loop", c["loop_seconds"], c["speedup"], 20.0, True,
                      "final states identical to the loop", c["identical_states"],
-                     {"retrieve_seconds": c["retrieve_seconds"], "retrieve_speedup": c["retrieve_speedup"]})
+                     {"retrieve_seconds": c["retrieve_seconds"], "retrieve_speedup": c["retrieve_speedup"],
+                      "backend": c["backend"]})
             for c in result["cases"]]
     patterns = capacity.make_patterns(result["trials"], result["p"], result["n"], seed=0)
     with threads(1):
