@@ -306,3 +306,18 @@ def test_errors_name_the_argument():
         pattern_separation(index, [1.5], dim=8)
     with pytest.raises(TypeError, match="index"):
         pattern_separation(kvmem.SlotMemory())
+
+
+def test_pattern_separation_device_argument():
+    from kvmem.bio.index import HippocampalIndex, pattern_separation
+
+    default = pattern_separation(HippocampalIndex(num_units=500, active=25, seed=3), [0.5, 0.9], num_pairs=40, seed=1)
+    cpu = pattern_separation(HippocampalIndex(num_units=500, active=25, seed=3), [0.5, 0.9], num_pairs=40, seed=1,
+                             device="cpu")
+    for name in default:
+        assert torch.equal(default[name], cpu[name])
+    if torch.cuda.is_available():
+        gpu = pattern_separation(HippocampalIndex(num_units=500, active=25, seed=3), [0.5, 0.9], num_pairs=40, seed=1,
+                                 device="cuda")
+        assert gpu["key_overlap"].device.type == "cuda"
+        torch.testing.assert_close(gpu["input_overlap"].cpu(), cpu["input_overlap"], rtol=1e-5, atol=1e-6)

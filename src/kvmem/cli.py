@@ -70,6 +70,16 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
     return overrides
 
 
+def _check_device(device: str) -> None:
+    """Exit 2 with the reason when ``--device`` names no usable device here."""
+    from .experiments.base import resolve_device
+
+    try:
+        resolve_device(device, "--device")
+    except ValueError as err:
+        raise _fail(str(err)) from None
+
+
 def _claims_table(name: str, claims) -> Table:
     table = Table(title=f"claims: {name}", show_lines=False)
     for col in ("claim", "expected", "measured", "result"):
@@ -120,13 +130,18 @@ def run(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: kvmem-results/NAME).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or tables.")] = False,
+    device: Annotated[Optional[str], typer.Option(help="Torch device: cpu, cuda or cuda:N (same as --set device=...).")] = None,
 ) -> None:
     """Run one experiment; write CSV tables, PNG figures and claims.json; exit 1 if a claim fails."""
     if name not in experiments.REGISTRY:
         raise _fail(f"unknown experiment {name!r}; known: {', '.join(experiments.names())}")
     if profile not in PROFILES:
         raise _fail(f"--profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
-    result = _run_one(name, profile, _parse_sets(set_ or []), seed, out or Path("kvmem-results") / name, quiet)
+    sets = _parse_sets(set_ or [])
+    if device is not None:
+        _check_device(device)
+        sets["device"] = device
+    result = _run_one(name, profile, sets, seed, out or Path("kvmem-results") / name, quiet)
     if not result.passed:
         raise typer.Exit(code=1)
 
@@ -141,6 +156,7 @@ def reproduce(
     scheduler: Annotated[Optional[str], typer.Option(help="Run them on an existing Dask cluster: tcp://host:port.")] = None,
     connect_timeout: Annotated[float, typer.Option(help="Seconds to wait for --scheduler.")] = 5.0,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars or tables.")] = False,
+    device: Annotated[Optional[str], typer.Option(help="Torch device of every experiment: cpu, cuda or cuda:N.")] = None,
 ) -> None:
     """Run every registered experiment (or those named) and write the HTML report DIR/index.html.
 
@@ -157,6 +173,8 @@ def reproduce(
     unknown = [n for n in names if n not in experiments.REGISTRY]
     if unknown:
         raise _fail(f"--only: unknown experiment(s) {', '.join(unknown)}; known: {', '.join(experiments.names())}")
+    if device is not None:
+        _check_device(device)
     try:
         check_backend(workers, scheduler)
         out.mkdir(parents=True, exist_ok=True)
@@ -187,7 +205,8 @@ def reproduce(
 
         try:
             result = run_all(names, profile=profile, seed=seed, out=out, workers=workers, scheduler=scheduler,
-                             connect_timeout=connect_timeout, progress=progress, on_done=on_done)
+                             connect_timeout=connect_timeout, progress=progress, on_done=on_done,
+                             overrides=None if device is None else {"device": device})
         except (ValueError, BackendUnavailable) as err:
             raise _fail(str(err)) from None
         except KeyboardInterrupt:

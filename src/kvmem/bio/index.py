@@ -527,6 +527,7 @@ def pattern_separation(
     dim: int = 100,
     num_pairs: int = 200,
     seed: int = 0,
+    device: Any = None,
 ) -> dict[str, torch.Tensor]:
     """Input overlap against key overlap for pairs of inputs at set similarities.
 
@@ -539,10 +540,13 @@ def pattern_separation(
         similarities: target input cosines in [0, 1].
         dim: D, the input dimension (must match the index once it holds memories).
         num_pairs: pairs per similarity.
-        seed: seed of the inputs.
+        seed: seed of the inputs (drawn on the CPU, so every device sees the same inputs).
+        device: where the inputs are encoded; None: the index's device once it holds
+            memories, else the CPU.
 
     Returns:
-        ``{"target", "input_overlap", "key_overlap"}``, each ``[S]`` (means over pairs).
+        ``{"target", "input_overlap", "key_overlap"}``, each ``[S]`` (means over pairs), on
+        that device.
 
     Example:
         >>> out = pattern_separation(HippocampalIndex(num_units=1000, active=50), [0.5], num_pairs=50)
@@ -558,16 +562,19 @@ def pattern_separation(
     num_pairs = check_int(num_pairs, "num_pairs")
     gen = torch.Generator().manual_seed(check_int(seed, "seed", minimum=0))
     dtype = torch.get_default_dtype() if index.projection is None else index.projection.dtype
+    if device is None:
+        device = torch.device("cpu") if index.projection is None else index.projection.device
+    device = torch.device(device)
     input_overlap, key_overlap = [], []
     for r in rho.tolist():
         x = torch.randn(num_pairs, dim, generator=gen, dtype=torch.float64)
         z = torch.randn(num_pairs, dim, generator=gen, dtype=torch.float64)
         y = r * x + (1.0 - r * r) ** 0.5 * z
-        x, y = x.to(dtype), y.to(dtype)
+        x, y = x.to(dtype=dtype, device=device), y.to(dtype=dtype, device=device)
         input_overlap.append(code_overlap(x, y).mean())
         key_overlap.append(code_overlap(index.encode(x), index.encode(y)).mean())
     return {
-        "target": rho.to(dtype),
+        "target": rho.to(dtype=dtype, device=device),
         "input_overlap": torch.stack(input_overlap),
         "key_overlap": torch.stack(key_overlap),
     }

@@ -225,6 +225,45 @@ def config_error(field: str, expected: str, value: Any) -> None:
     raise ValueError(f"{field}: expected {expected}, got {value!r}")
 
 
+def resolve_device(value: Any, field: str = "device") -> Any:
+    """The ``torch.device`` an experiment's ``device`` setting names, checked.
+
+    Experiments draw their random numbers on the CPU from seeded generators and move the
+    tensors to this device, so a seed gives the same draws on every device and results that
+    differ only by floating-point rounding.
+
+    Args:
+        value: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (or a ``torch.device``).
+        field: the setting's name, for the error message.
+
+    Raises:
+        ValueError: not a CPU or CUDA device, or CUDA (that GPU) is not available here.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+        >>> resolve_device("tpu")
+        Traceback (most recent call last):
+        ...
+        ValueError: device: expected 'cpu', 'cuda' or 'cuda:N', got 'tpu'
+    """
+    import torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        config_error(field, "'cpu', 'cuda' or 'cuda:N'", value)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{field}: {value!r} requested but CUDA is not available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"{field}: {value!r} requested but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
 def is_int(value: Any) -> bool:
     """A Python int that is not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)

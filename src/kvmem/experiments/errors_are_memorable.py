@@ -47,7 +47,7 @@ import torch
 from .._checks import check_int, check_positive
 from ..learning.dual_form import DualFormRecorder
 from ..memory import MatrixMemory
-from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import Claim, Experiment, Progress, Result, register, resolve_device, torch_threads
 from .base import mean_ci
 
 MODELS = ("dual-form", "hebbian")
@@ -67,6 +67,8 @@ class Config:
         outcome_noise: norm (about) of the noise on every outcome.
         lr: eta, the SGD learning rate (one step per event, batch size 1).
         cue_noise: norm (about) of the noise added to a key when it is used as a recall cue.
+        device: torch device of the computation: 'cpu', 'cuda' or 'cuda:N'; random draws stay
+            on the CPU, so results match across devices to rounding.
     """
 
     replicates: int = 20
@@ -77,12 +79,14 @@ class Config:
     outcome_noise: float = 0.1
     lr: float = 0.5
     cue_noise: float = 0.0
+    device: str = "cpu"
 
 
 QUICK = Config(replicates=8)
 
 
-def _check(config: Config) -> None:
+def _check(config: Config) -> torch.device:
+    """Validate the settings; return the device of the computation."""
     check_int(config.replicates, "replicates", minimum=2)
     check_int(config.input_dim, "input_dim")
     check_int(config.output_dim, "output_dim")
@@ -96,6 +100,7 @@ def _check(config: Config) -> None:
     if not 0 < check_positive(config.lr, "lr") < 2:
         raise ValueError(f"lr: expected 0 < lr < 2 (stable for unit-norm inputs), got {config.lr}")
     check_positive(config.cue_noise, "cue_noise", allow_zero=True)
+    return resolve_device(config.device)
 
 
 def study_list(config: Config, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -138,14 +143,15 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
 
 
 def _run(config: Config, *, seed: int, progress: Progress) -> Result:
-    _check(config)
+    dev = _check(config)
     progress.total(config.replicates)
     rows, checks = [], []
     for rep in range(config.replicates):
         gen = replicate_generator(seed, rep)
+        # The study list is drawn (and built) on the CPU, then moved: the same list on every device.
         data = study_list(config, gen)
-        x, y = data["inputs"], data["outcomes"]
-        weight = torch.nn.Parameter(data["rule"].clone())
+        x, y = data["inputs"].to(dev), data["outcomes"].to(dev)
+        weight = torch.nn.Parameter(data["rule"].to(dev).clone())
         opt = torch.optim.SGD([weight], lr=config.lr)
         rec = DualFormRecorder(weight, opt, tag="study")
         errors = []
@@ -157,24 +163,25 @@ def _run(config: Config, *, seed: int, progress: Progress) -> Result:
             opt.step()
         rec.remove()
         pairs = rec.pairs()
-        cues = x + config.cue_noise * torch.randn(x.shape, generator=gen) / math.sqrt(config.input_dim)
+        cues = x + config.cue_noise * torch.randn(x.shape, generator=gen).to(dev) / math.sqrt(config.input_dim)
         with torch.no_grad():
             dual_read = rec.as_slot_memory().read(cues)
             hebb = MatrixMemory(config.input_dim, config.output_dim, rule="hebbian", lr=config.lr)
             hebb.write(x, y)
             hebb_read = hebb.read(cues)
-        target = torch.arange(config.events)
-        dual_ok = identify(dual_read, pairs.values) == target
-        hebb_ok = identify(hebb_read, config.lr * y) == target
+        target = torch.arange(config.events, device=dev)
+        dual_ok = (identify(dual_read, pairs.values) == target).cpu()
+        hebb_ok = (identify(hebb_read, config.lr * y) == target).cpu()
         value_norm = pairs.values.norm(dim=-1)
         checks.append({"replicate": rep,
                        "weight_error": float((rec.weight("pairs") - weight.detach()).abs().max()),
-                       "value_vs_error": float((value_norm - config.lr * torch.tensor(errors)).abs().max()
+                       "value_vs_error": float((value_norm - config.lr * torch.tensor(errors, device=dev)).abs().max()
                                                / max(float(value_norm.max()), 1e-30))})
+        value_norm, y_cpu = value_norm.cpu(), y.cpu()  # one transfer each, not one per table cell
         for i in range(config.events):
             rows.append({"replicate": rep, "event": i, "surprise": float(data["surprise"][i]),
                          "prediction_error": errors[i], "value_norm": float(value_norm[i]),
-                         "hebbian_value_norm": float(config.lr * y[i].norm()),
+                         "hebbian_value_norm": float(config.lr * y_cpu[i].norm()),
                          "recalled_dual": bool(dual_ok[i]), "recalled_hebbian": bool(hebb_ok[i])})
         progress.advance()
     events = pd.DataFrame(rows)

@@ -66,7 +66,7 @@ import torch
 
 from ..bio.index import HippocampalIndex
 from ..memory import ClassicalHopfield, SlotMemory
-from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import Claim, Experiment, Progress, Result, register, resolve_device, torch_threads
 from .base import auc, plot_band as _band
 from .base import config_error as _fail, is_int as _is_int, is_real as _is_real
 from .base import summarise_over_seeds as _summary
@@ -96,6 +96,8 @@ class Config:
         value_noises: sd of the noise of the stored cortical trace (lost content detail).
         trials: independent memory sets per replicate (a batch dimension).
         seeds: independent replicates (new expansion, new events); bands are over them.
+        device: torch device of the computation: 'cpu', 'cuda' or 'cuda:N'; random draws stay
+            on the CPU, so results match across devices to rounding.
     """
 
     face_dim: int = 100
@@ -116,6 +118,7 @@ class Config:
     value_noises: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0)
     trials: int = 20
     seeds: int = 5
+    device: str = "cpu"
 
 
 QUICK = Config(trials=6, seeds=2, context_levels=(0.0, 0.5, 1.0), value_noises=(0.0, 2.0, 6.0), people_high=50)
@@ -124,11 +127,14 @@ QUICK = Config(trials=6, seeds=2, context_levels=(0.0, 0.5, 1.0), value_noises=(
 
 
 
-def validate(config: Config) -> None:
+def validate(config: Config) -> torch.device:
     """Raise ``ValueError`` (naming the setting) for a config ``run`` cannot use.
 
     Args:
         config: the settings to check.
+
+    Returns:
+        the ``torch.device`` of the computation (``config.device``, checked).
 
     Example:
         >>> import dataclasses
@@ -160,27 +166,32 @@ def validate(config: Config) -> None:
     noises = config.value_noises
     if not isinstance(noises, tuple) or not noises or any(not _is_real(s) or s < 0 for s in noises) or 0.0 not in noises:
         _fail("value_noises", "a tuple of numbers >= 0 holding 0", noises)
+    return resolve_device(config.device)
 
 
 def _pm(gen: torch.Generator, *shape: int) -> torch.Tensor:
     return torch.randint(0, 2, shape, generator=gen, dtype=torch.float32) * 2 - 1
 
 
-def _bus(config: Config, rep: int, people: int, index_seed: int, gen: torch.Generator) -> list[dict[str, Any]]:
+def _bus(config: Config, rep: int, people: int, index_seed: int, gen: torch.Generator,
+         dev: torch.device) -> list[dict[str, Any]]:
     """Butcher on the bus at every context level, key-value and Hopfield, one load."""
     t, p = config.trials, people
+    # Drawn on the CPU in a fixed order, then moved: the same events on every device.
     face, context, ident = _pm(gen, t, p, config.face_dim), _pm(gen, t, p, config.context_dim), _pm(gen, t, p, config.identity_dim)
     new_faces = _pm(gen, t, p, config.face_dim)
     bus = _pm(gen, t, 1, config.context_dim).expand(t, p, config.context_dim)
     keep = torch.rand(t, p, config.context_dim, generator=gen, dtype=torch.float32)
     guess = _pm(gen, t, p, config.identity_dim)  # the unknown identity part of a Hopfield cue
+    face, context, ident, new_faces, bus, keep, guess = (
+        a.to(dev) for a in (face, context, ident, new_faces, bus, keep, guess))
 
     index = HippocampalIndex(config.num_units, config.active, seed=index_seed)
     index.write(torch.cat([face, context], -1), ident)
     hopfield = ClassicalHopfield(rule="hebbian")
     hopfield.write(torch.cat([face, context, ident], -1))
     n_face_ctx = config.face_dim + config.context_dim
-    own = torch.arange(p)
+    own = torch.arange(p, device=dev)
     q = 1.0 - config.false_alarm
     unit_ident = ident / ident.norm(dim=-1, keepdim=True)
     rows = []
@@ -217,7 +228,8 @@ def _bus_row(rep, people, model, r, familiar, recollected, fam_old, fam_lure) ->
     }
 
 
-def _change(config: Config, rep: int, index_seed: int, gen: torch.Generator) -> list[dict[str, Any]]:
+def _change(config: Config, rep: int, index_seed: int, gen: torch.Generator,
+            dev: torch.device) -> list[dict[str, Any]]:
     """Change detection and identification at every value noise, key-value and classical."""
     t, n, k, d = config.trials, config.displays, config.items, config.item_dim
     shown = _pm(gen, t, n, k, d)
@@ -228,6 +240,8 @@ def _change(config: Config, rep: int, index_seed: int, gen: torch.Generator) -> 
     same = shown.reshape(t, n, k * d) + config.sensory_noise * torch.randn(t, n, k * d, generator=gen, dtype=torch.float32)
     diff = changed.reshape(t, n, k * d) + config.sensory_noise * torch.randn(t, n, k * d, generator=gen, dtype=torch.float32)
     flat = shown.reshape(t, n, k * d)
+    # The displays are built on the CPU (draws and exact +-1 edits), the memories run on dev.
+    where, trace_noise, same, diff, flat = (a.to(dev) for a in (where, trace_noise, same, diff, flat))
 
     def identify(trace: torch.Tensor) -> float:
         mismatch = ((trace - diff) ** 2).reshape(t, n, k, d).sum(-1)
@@ -266,7 +280,7 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
         a :class:`~kvmem.experiments.base.Result`: per-seed tables, ``*_summary`` tables
         (mean over seeds with 95% t bounds ``*_lo`` / ``*_hi``), scalars and the config.
     """
-    validate(config)
+    dev = validate(config)
     progress = progress or Progress()
     progress.total(3 * config.seeds)
     gen = torch.Generator().manual_seed(seed)
@@ -275,9 +289,9 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
         for rep in range(config.seeds):
             index_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
             for people in (config.people, config.people_high):
-                bus.extend(_bus(config, rep, people, index_seed, gen))
+                bus.extend(_bus(config, rep, people, index_seed, gen, dev))
                 progress.advance()
-            change.extend(_change(config, rep, index_seed, gen))
+            change.extend(_change(config, rep, index_seed, gen, dev))
             progress.advance()
     tables = {"bus": pd.DataFrame(bus), "change": pd.DataFrame(change)}
     tables["bus_summary"] = _summary(tables["bus"], ["people", "model", "context"],

@@ -54,7 +54,7 @@ import torch
 from .._checks import check_int, check_positive
 from ..bio.index import HippocampalIndex
 from ..memory import SlotMemory
-from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import Claim, Experiment, Progress, Result, register, resolve_device, torch_threads
 from .base import auc, mean_ci
 
 MODELS = ("key-value", "classical")
@@ -80,6 +80,8 @@ class Config:
         false_know_rate: the "know" criterion is the FOK that this fraction of new questions exceed.
         prime_similarity: input cosine between a question and its primed relative.
         destroy_noise: value noise that "destroys" every value in the ablation.
+        device: torch device of the computation: 'cpu', 'cuda' or 'cuda:N'; random draws stay
+            on the CPU, so results match across devices to rounding.
     """
 
     participants: int = 20
@@ -97,12 +99,14 @@ class Config:
     false_know_rate: float = 0.05
     prime_similarity: float = 0.5
     destroy_noise: float = 100.0
+    device: str = "cpu"
 
 
 QUICK = Config(participants=6)
 
 
-def _check(config: Config) -> None:
+def _check(config: Config) -> torch.device:
+    """Validate the settings; return the device of the computation."""
     check_int(config.participants, "participants", minimum=2)
     check_int(config.n_studied, "n_studied", minimum=4)
     check_int(config.n_new, "n_new", minimum=4)
@@ -123,6 +127,7 @@ def _check(config: Config) -> None:
         raise ValueError(f"false_know_rate: expected a number in (0, 1), got {config.false_know_rate}")
     if not 0 <= check_positive(config.prime_similarity, "prime_similarity", allow_zero=True) < 1:
         raise ValueError(f"prime_similarity: expected a cosine in [0, 1), got {config.prime_similarity}")
+    return resolve_device(config.device)
 
 
 # -- measures -------------------------------------------------------------------------------
@@ -194,45 +199,48 @@ def _answers(read: torch.Tensor, lexicon: torch.Tensor, answer: torch.Tensor, op
 
 
 def _run(config: Config, *, seed: int, progress: Progress) -> Result:
-    _check(config)
+    dev = _check(config)
     progress.total(5)
     t, n, m_new = config.participants, config.n_studied, config.n_new
     m = n + m_new
     d, dv, lex_n = config.input_dim, config.answer_dim, config.lexicon
     gen = torch.Generator().manual_seed(seed)
-    questions = _unit(torch.randn(t, m, d, generator=gen))
-    lexicon = torch.where(torch.rand(t, lex_n, dv, generator=gen) < 0.5, -1.0, 1.0) / math.sqrt(dv)
-    answer = torch.stack([torch.randperm(lex_n, generator=gen)[:m] for _ in range(t)])
+    # Every draw is made on the CPU from the seeded generator, in the same order, then moved:
+    # the same numbers on every device.
+    questions = _unit(torch.randn(t, m, d, generator=gen).to(dev))
+    lexicon = torch.where(torch.rand(t, lex_n, dv, generator=gen).to(dev) < 0.5, -1.0, 1.0) / math.sqrt(dv)
+    answer = torch.stack([torch.randperm(lex_n, generator=gen)[:m] for _ in range(t)]).to(dev)
     answer_codes = torch.gather(lexicon, 1, answer.unsqueeze(-1).expand(t, m, dv))
-    strength_noise = torch.rand(t, n, 1, generator=gen) * config.value_noise
-    eps_v = torch.randn(t, n, dv, generator=gen) / math.sqrt(dv)
+    strength_noise = torch.rand(t, n, 1, generator=gen).to(dev) * config.value_noise
+    eps_v = torch.randn(t, n, dv, generator=gen).to(dev) / math.sqrt(dv)
     values = answer_codes[:, :n] + strength_noise * eps_v
-    cue_noise = torch.rand(t, m, 1, generator=gen) * config.cue_noise
-    cues = _unit(questions + cue_noise * torch.randn(t, m, d, generator=gen) / math.sqrt(d))
+    cue_noise = torch.rand(t, m, 1, generator=gen).to(dev) * config.cue_noise
+    cues = _unit(questions + cue_noise * torch.randn(t, m, d, generator=gen).to(dev) / math.sqrt(d))
     # Lures: distinct from the answer (draw among the other L - 1 words, skipping the answer).
-    lures = torch.randint(0, lex_n - 1, (t, m, config.alternatives - 1), generator=gen)
+    lures = torch.randint(0, lex_n - 1, (t, m, config.alternatives - 1), generator=gen).to(dev)
     lures = lures + (lures >= answer.unsqueeze(-1)).long()
     options = torch.cat([answer.unsqueeze(-1), lures], dim=-1)
-    studied = torch.arange(m) < n
+    own = torch.arange(m, device=dev)
+    studied = own < n
     index_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
 
     # -- key-value: hippocampal index keys, cortical values.
     index = HippocampalIndex(num_units=config.index_units, active=config.active, separation="hardmax", seed=index_seed)
     index.write(questions[:, :n], values)
     read = index.read(cues, details=True)
-    kv = {"fok": read.scores.amax(dim=-1), "key_won": read.scores.argmax(dim=-1) == torch.arange(m),
+    kv = {"fok": read.scores.amax(dim=-1), "key_won": read.scores.argmax(dim=-1) == own,
           **_answers(read.values, lexicon, answer, options, config.recall_threshold)}
     progress.advance()
 
     # -- classical: one trace [x, a] per fact, key and value at once, degraded as a whole.
     patterns = torch.cat([questions[:, :n], answer_codes[:, :n]], dim=-1)
-    eps_c = torch.randn(t, n, d + dv, generator=gen) * math.sqrt(2.0 / (d + dv))
+    eps_c = torch.randn(t, n, d + dv, generator=gen).to(dev) * math.sqrt(2.0 / (d + dv))
     traces = patterns + strength_noise * eps_c
     classical_mem = SlotMemory(similarity="cosine", separation="hardmax")
     classical_mem.write(traces, traces)
-    probe = torch.cat([cues, torch.zeros(t, m, dv)], dim=-1)
+    probe = torch.cat([cues, torch.zeros(t, m, dv, device=dev)], dim=-1)
     cread = classical_mem.read(probe, details=True)
-    cl = {"fok": cread.scores.amax(dim=-1), "key_won": cread.scores.argmax(dim=-1) == torch.arange(m),
+    cl = {"fok": cread.scores.amax(dim=-1), "key_won": cread.scores.argmax(dim=-1) == own,
           **_answers(cread.values[..., d:], lexicon, answer, options, config.recall_threshold)}
     progress.advance()
 
@@ -243,7 +251,7 @@ def _run(config: Config, *, seed: int, progress: Progress) -> Result:
     wread = wrecked.read(cues, details=True)
     kv_destroyed = {"fok": wrecked.familiarity(cues),
                     **_answers(wread.values, lexicon, answer, options, config.recall_threshold)}
-    ctraces = patterns + config.destroy_noise * torch.randn(t, n, d + dv, generator=gen) * math.sqrt(2.0 / (d + dv))
+    ctraces = patterns + config.destroy_noise * torch.randn(t, n, d + dv, generator=gen).to(dev) * math.sqrt(2.0 / (d + dv))
     cmem = SlotMemory(similarity="cosine", separation="hardmax")
     cmem.write(ctraces, ctraces)
     cwread = cmem.read(probe, details=True)
@@ -252,34 +260,36 @@ def _run(config: Config, *, seed: int, progress: Progress) -> Result:
     progress.advance()
 
     # -- cue familiarity: study a relative of every second question, with the relative's own answer.
-    primed = torch.zeros(m, dtype=torch.bool)
+    primed = torch.zeros(m, dtype=torch.bool, device=dev)
     primed[::2] = True
     rho = config.prime_similarity
-    other = _unit(torch.randn(t, m, d, generator=gen))
+    other = _unit(torch.randn(t, m, d, generator=gen).to(dev))
     relatives = _unit(math.sqrt(rho) * questions + math.sqrt(1 - rho) * other)
-    rel_words = torch.randint(0, lex_n - 1, (t, m), generator=gen)
+    rel_words = torch.randint(0, lex_n - 1, (t, m), generator=gen).to(dev)
     rel_words = rel_words + (rel_words >= answer).long()
     rel_codes = torch.gather(lexicon, 1, rel_words.unsqueeze(-1).expand(t, m, dv))
     index.write(relatives[:, primed], rel_codes[:, primed])
     pread = index.read(cues, details=True)
-    kv_primed = {"fok": pread.scores.amax(dim=-1), "key_won": pread.scores.argmax(dim=-1) == torch.arange(m),
+    kv_primed = {"fok": pread.scores.amax(dim=-1), "key_won": pread.scores.argmax(dim=-1) == own,
                  **_answers(pread.values, lexicon, answer, options, config.recall_threshold)}
     progress.advance()
 
-    # -- tables
+    # -- tables (pandas and numpy need CPU tensors; .cpu() is a no-op on the CPU)
     frames = []
     outcomes = {("key-value", "intact"): kv, ("classical", "intact"): cl,
                 ("key-value", "values destroyed"): kv_destroyed, ("classical", "values destroyed"): cl_destroyed,
                 ("key-value", "after priming"): kv_primed}
     p_idx, q_idx = np.meshgrid(np.arange(t), np.arange(m), indexing="ij")
     vnoise = np.full((t, m), math.nan)
-    vnoise[:, :n] = strength_noise[..., 0].numpy()
+    vnoise[:, :n] = strength_noise[..., 0].cpu().numpy()
+    studied_np, primed_np = studied.cpu().numpy(), primed.cpu().numpy()
     for (model, phase), res in outcomes.items():
+        res = {k: v.cpu() for k, v in res.items()}
         key_won = res["key_won"].numpy().astype(np.float64) if "key_won" in res else np.full((t, m), math.nan)
         frames.append(pd.DataFrame({
             "model": model, "phase": phase, "participant": p_idx.ravel(), "question": q_idx.ravel(),
-            "studied": studied.numpy()[q_idx.ravel()], "primed": primed.numpy()[q_idx.ravel()],
-            "value_noise": vnoise.ravel(), "cue_noise": cue_noise[..., 0].numpy().ravel().astype(np.float64),
+            "studied": studied_np[q_idx.ravel()], "primed": primed_np[q_idx.ravel()],
+            "value_noise": vnoise.ravel(), "cue_noise": cue_noise[..., 0].cpu().numpy().ravel().astype(np.float64),
             "fok": res["fok"].numpy().ravel().astype(np.float64), "key_won": key_won.ravel(),
             "recalled": res["recalled"].numpy().ravel(), "recognised": res["recognised"].numpy().ravel(),
         }))

@@ -49,7 +49,7 @@ import torch
 
 from ..bio.index import HippocampalIndex, code_overlap, pattern_separation
 from ..memory import SlotMemory
-from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import Claim, Experiment, Progress, Result, register, resolve_device, torch_threads
 from .base import plot_band as _band
 from .base import config_error as _fail, is_int as _is_int, is_real as _is_real
 from .base import summarise_over_seeds as _summary
@@ -76,6 +76,8 @@ class Config:
         completion_steps: the most synchronous clean-up updates.
         trials: independent memory sets per replicate (a batch dimension).
         seeds: independent replicates; bands are over them.
+        device: torch device of the computation: 'cpu', 'cuda' or 'cuda:N'; random draws stay
+            on the CPU, so results match across devices to rounding.
     """
 
     input_dim: int = 100
@@ -94,6 +96,7 @@ class Config:
     completion_steps: int = 5
     trials: int = 20
     seeds: int = 5
+    device: str = "cpu"
 
 
 QUICK = Config(pairs=50, similarities=(0.0, 0.4, 0.8, 0.95), rhos=(0.0, 0.5, 0.8, 0.95), cue_noises=(0.0, 1.0, 2.0),
@@ -103,11 +106,14 @@ QUICK = Config(pairs=50, similarities=(0.0, 0.4, 0.8, 0.95), rhos=(0.0, 0.5, 0.8
 
 
 
-def validate(config: Config) -> None:
+def validate(config: Config) -> torch.device:
     """Raise ``ValueError`` (naming the setting) for a config ``run`` cannot use.
 
     Args:
         config: the settings to check.
+
+    Returns:
+        the ``torch.device`` of the computation (``config.device``, checked).
 
     Example:
         >>> import dataclasses
@@ -141,6 +147,7 @@ def validate(config: Config) -> None:
     cn = config.cue_noises
     if not isinstance(cn, tuple) or not cn or any(not _is_real(s) or s < 0 for s in cn) or 0.0 not in cn:
         _fail("cue_noises", "a tuple of numbers >= 0 holding 0", cn)
+    return resolve_device(config.device)
 
 
 def grouped_inputs(config: Config, rho: float, gen: torch.Generator) -> torch.Tensor:
@@ -159,14 +166,15 @@ def recalled(out: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         values: the stored values ``[T, N, Dv]``.
     """
     unit = values / values.norm(dim=-1, keepdim=True)
-    return (out @ unit.transpose(-1, -2)).argmax(-1) == torch.arange(values.shape[-2])
+    return (out @ unit.transpose(-1, -2)).argmax(-1) == torch.arange(values.shape[-2], device=values.device)
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def _replicate(config: Config, rep: int, gen: torch.Generator, progress: Progress) -> dict[str, list[dict[str, Any]]]:
+def _replicate(config: Config, rep: int, gen: torch.Generator, progress: Progress,
+               dev: torch.device) -> dict[str, list[dict[str, Any]]]:
     rows: dict[str, list[dict[str, Any]]] = {"separation": [], "interference": [], "completion": []}
     index_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
     pair_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
@@ -174,7 +182,7 @@ def _replicate(config: Config, rep: int, gen: torch.Generator, progress: Progres
     # 1. Separation curve at each sparsity (the same input pairs for every k).
     for k in config.sparsities:
         out = pattern_separation(HippocampalIndex(config.num_units, k, seed=index_seed), config.similarities,
-                                 dim=config.input_dim, num_pairs=config.pairs, seed=pair_seed)
+                                 dim=config.input_dim, num_pairs=config.pairs, seed=pair_seed, device=dev)
         for target, inp, key in zip(out["target"].tolist(), out["input_overlap"].tolist(), out["key_overlap"].tolist()):
             f = k / config.num_units
             rows["separation"].append({"seed": rep, "active": k, "sparsity": f, "target": target,
@@ -185,8 +193,8 @@ def _replicate(config: Config, rep: int, gen: torch.Generator, progress: Progres
     # 2. Hebbian interference among similar inputs, three key codes.
     n = config.groups * config.group_size
     for rho in config.rhos:
-        x = grouped_inputs(config, rho, gen)
-        v = torch.randn(config.trials, n, config.value_dim, generator=gen)
+        x = grouped_inputs(config, rho, gen).to(dev)
+        v = torch.randn(config.trials, n, config.value_dim, generator=gen).to(dev)
         index = HippocampalIndex(config.num_units, config.active, separation="identity", seed=index_seed)
         index.write(x, v)
         dense = _unit(x)
@@ -206,6 +214,7 @@ def _replicate(config: Config, rep: int, gen: torch.Generator, progress: Progres
     x = grouped_inputs(config, config.completion_rho, gen)
     v = torch.randn(config.trials, n, config.value_dim, generator=gen)
     eps = torch.randn(x.shape, generator=gen)
+    x, v, eps = x.to(dev), v.to(dev), eps.to(dev)
     index = HippocampalIndex(config.num_units, config.active, separation="identity", seed=index_seed)
     index.write(x, v)
     own_key = index.keys
@@ -230,7 +239,7 @@ def _mean_within_group(overlap, codes: torch.Tensor, m: int) -> float:
     t, n, u = codes.shape
     grouped = codes.reshape(t, n // m, m, u)
     pairs = overlap(grouped.unsqueeze(-2), grouped.unsqueeze(-3))  # [T, G, m, m]
-    off = ~torch.eye(m, dtype=torch.bool)
+    off = ~torch.eye(m, dtype=torch.bool, device=codes.device)
     return float(pairs[..., off].mean())
 
 
@@ -246,14 +255,14 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
         a :class:`~kvmem.experiments.base.Result`: per-seed tables, ``*_summary`` tables
         (mean over seeds with 95% t bounds ``*_lo`` / ``*_hi``), scalars and the config.
     """
-    validate(config)
+    dev = validate(config)
     progress = progress or Progress()
     progress.total(3 * config.seeds)
     gen = torch.Generator().manual_seed(seed)
     collected: dict[str, list[dict[str, Any]]] = {"separation": [], "interference": [], "completion": []}
     with torch_threads(1):
         for rep in range(config.seeds):
-            for name, rows in _replicate(config, rep, gen, progress).items():
+            for name, rows in _replicate(config, rep, gen, progress, dev).items():
                 collected[name].extend(rows)
     tables = {name: pd.DataFrame(rows) for name, rows in collected.items()}
     tables["separation_summary"] = _summary(tables["separation"], ["active", "target"],

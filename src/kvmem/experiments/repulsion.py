@@ -53,7 +53,7 @@ from .._checks import check_int, check_positive
 from ..learning.key_maps import LearnedLinearMap
 from ..memory import SlotMemory
 from ..separation import Softmax
-from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import Claim, Experiment, Progress, Result, register, resolve_device, torch_threads
 from .base import mean_ci
 
 PHASES = ("discriminate", "integrate", "discriminate-again")
@@ -77,6 +77,8 @@ class Config:
         cues_per_route: fresh training cues per route per step.
         checkpoint_every: steps between measurements.
         eval_cues: test cues per route at each checkpoint (drawn once, reused).
+        device: torch device of the computation: 'cpu', 'cuda' or 'cuda:N'; random draws stay
+            on the CPU, so results match across devices to rounding.
     """
 
     learners: int = 16
@@ -92,12 +94,14 @@ class Config:
     cues_per_route: int = 4
     checkpoint_every: int = 10
     eval_cues: int = 50
+    device: str = "cpu"
 
 
 QUICK = Config(learners=4, steps=80, lr=1e-2, eval_cues=20)
 
 
-def _check(config: Config) -> None:
+def _check(config: Config) -> torch.device:
+    """Validate the settings; return the device of the computation."""
     check_int(config.learners, "learners", minimum=2)
     check_int(config.pairs, "pairs", minimum=2)
     if check_int(config.input_dim, "input_dim", minimum=2) < 2 * config.pairs:
@@ -113,6 +117,7 @@ def _check(config: Config) -> None:
     check_int(config.cues_per_route, "cues_per_route")
     check_int(config.checkpoint_every, "checkpoint_every")
     check_int(config.eval_cues, "eval_cues")
+    return resolve_device(config.device)
 
 
 def routes(learners: int, pairs: int, dim: int, overlap: float, generator: torch.Generator) -> torch.Tensor:
@@ -140,8 +145,8 @@ def _pair_cos(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     zn = z / z.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     c = zn @ zn.transpose(-1, -2)
     n = z.shape[-2]
-    pair = c[..., torch.arange(0, n, 2), torch.arange(1, n, 2)]
-    group = torch.arange(n) // 2
+    pair = c[..., torch.arange(0, n, 2, device=z.device), torch.arange(1, n, 2, device=z.device)]
+    group = torch.arange(n, device=z.device) // 2
     other = group[:, None] != group[None, :]
     return pair, c[..., other].mean(-1)
 
@@ -153,24 +158,26 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
 
 
 def _run(config: Config, *, seed: int, progress: Progress) -> Result:
-    _check(config)
+    dev = _check(config)
     t, p, d = config.learners, config.pairs, config.input_dim
     n = 2 * p
     progress.total(len(PHASES))
     gen = torch.Generator().manual_seed(seed)
-    x = routes(t, p, d, config.overlap, gen)
-    values = torch.randn(t, n, config.value_dim, generator=gen)
+    # Draws on the CPU from the seeded generator, then moved: the same numbers on every device.
+    x = routes(t, p, d, config.overlap, gen).to(dev)
+    values = torch.randn(t, n, config.value_dim, generator=gen).to(dev)
     values = values / values.norm(dim=-1, keepdim=True)
     values_at_start = values.clone()
-    partner = torch.arange(n) ^ 1
-    target = torch.arange(n).repeat(config.cues_per_route)
-    eval_target = torch.arange(n).repeat(config.eval_cues)
-    eval_cues = x.repeat(1, config.eval_cues, 1) + config.test_noise * torch.randn(t, config.eval_cues * n, d, generator=gen) / math.sqrt(d)
-    key_map = LearnedLinearMap(d, d, init="identity", batch_shape=(t,))
+    partner = torch.arange(n, device=dev) ^ 1
+    target = torch.arange(n, device=dev).repeat(config.cues_per_route)
+    eval_target = torch.arange(n, device=dev).repeat(config.eval_cues)
+    eval_noise = torch.randn(t, config.eval_cues * n, d, generator=gen).to(dev)
+    eval_cues = x.repeat(1, config.eval_cues, 1) + config.test_noise * eval_noise / math.sqrt(d)
+    # Moved before the optimiser is built, so Adam's state lives on the same device.
+    key_map = LearnedLinearMap(d, d, init="identity", batch_shape=(t,)).to(dev)
     sim = _similarity.get("cosine")
     opt = torch.optim.Adam(key_map.parameters(), lr=config.lr)
-    input_pair, input_unrel = _pair_cos(x)
-    value_pair, _ = _pair_cos(values)
+    input_pair, input_unrel = (c.cpu() for c in _pair_cos(x))
 
     rows, pair_rows = [], []
     step_total = 0
@@ -192,6 +199,8 @@ def _run(config: Config, *, seed: int, progress: Progress) -> Result:
             kpair, kunrel = _pair_cos(keys)
             vpair, _ = _pair_cos(values)
             vchange = float((values - values_at_start).abs().max())
+            # One transfer each instead of a device sync per table cell (no-ops on the CPU).
+            kpair, kunrel, vpair, correct, readout = kpair.cpu(), kunrel.cpu(), vpair.cpu(), correct.cpu(), readout.cpu()
         for i in range(t):
             rows.append({"phase": phase, "step": step, "global_step": step_total, "learner": i,
                          "key_pair_cos": float(kpair[i].mean()), "key_unrelated_cos": float(kunrel[i]),
@@ -207,7 +216,8 @@ def _run(config: Config, *, seed: int, progress: Progress) -> Result:
     for phase in PHASES:
         integrate = phase == "integrate"
         for step in range(1, config.steps + 1):
-            cues = x.repeat(1, config.cues_per_route, 1) + config.train_noise * torch.randn(t, config.cues_per_route * n, d, generator=gen) / math.sqrt(d)
+            noise = torch.randn(t, config.cues_per_route * n, d, generator=gen).to(dev)
+            cues = x.repeat(1, config.cues_per_route, 1) + config.train_noise * noise / math.sqrt(d)
             # _map skips the per-call input checks (inputs are built here), which cost more than the product.
             scores = config.beta * sim(key_map._map(cues), key_map._map(x))
             # The route choice: softmax over the two keys of the pair, i.e. a logistic of the score difference.

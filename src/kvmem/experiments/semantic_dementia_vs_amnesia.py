@@ -57,7 +57,7 @@ import torch
 
 from ..bio.index import HippocampalIndex
 from ..memory import SlotMemory
-from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import Claim, Experiment, Progress, Result, register, resolve_device, torch_threads
 from .base import auc, plot_band as _band
 from .base import config_error as _fail, is_int as _is_int, is_real as _is_real
 from .base import summarise_over_seeds as _summary
@@ -81,6 +81,8 @@ class Config:
             classical traces are removed; must hold 0 and 1.
         trials: independent memory sets per replicate (a batch dimension).
         seeds: independent replicates (new expansion, new episodes); bands are over them.
+        device: torch device of the computation: 'cpu', 'cuda' or 'cuda:N'; random draws stay
+            on the CPU, so results match across devices to rounding.
     """
 
     input_dim: int = 100
@@ -94,6 +96,7 @@ class Config:
     lesion_fractions: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     trials: int = 20
     seeds: int = 5
+    device: str = "cpu"
 
 
 QUICK = Config(trials=8, seeds=2, memories=40, value_noises=(0.0, 1.0, 2.0, 6.0), lesion_fractions=(0.0, 0.5, 1.0))
@@ -102,11 +105,14 @@ QUICK = Config(trials=8, seeds=2, memories=40, value_noises=(0.0, 1.0, 2.0, 6.0)
 
 
 
-def validate(config: Config) -> None:
+def validate(config: Config) -> torch.device:
     """Raise ``ValueError`` (naming the setting) for a config ``run`` cannot use.
 
     Args:
         config: the settings to check.
+
+    Returns:
+        the ``torch.device`` of the computation (``config.device``, checked).
 
     Example:
         >>> import dataclasses
@@ -134,6 +140,7 @@ def validate(config: Config) -> None:
     fr = config.lesion_fractions
     if not isinstance(fr, tuple) or any(not _is_real(f) or not 0 <= f <= 1 for f in fr) or 0.0 not in fr or 1.0 not in fr:
         _fail("lesion_fractions", "a tuple of numbers in [0, 1] holding 0 and 1", fr)
+    return resolve_device(config.device)
 
 
 def nearest_is_own(queries: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
@@ -148,10 +155,10 @@ def nearest_is_own(queries: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
     unit = stored / stored.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     scores = queries @ unit.transpose(-1, -2)
     best = scores.argmax(-1)
-    return (best == torch.arange(stored.shape[-2])) & (scores.amax(-1) > 0)
+    return (best == torch.arange(stored.shape[-2], device=stored.device)) & (scores.amax(-1) > 0)
 
 
-def _replicate(config: Config, rep: int, gen: torch.Generator) -> list[dict[str, Any]]:
+def _replicate(config: Config, rep: int, gen: torch.Generator, dev: torch.device) -> list[dict[str, Any]]:
     t, n, d, dv = config.trials, config.memories, config.input_dim, config.value_dim
     f32 = torch.float32
     x = torch.randn(t, n, d, generator=gen, dtype=f32)
@@ -162,6 +169,8 @@ def _replicate(config: Config, rep: int, gen: torch.Generator) -> list[dict[str,
     order = torch.rand(t, n, generator=gen).argsort(-1).argsort(-1)  # a random rank per episode: nested lesions
     trace_noise = torch.randn(t, n, d + dv, generator=gen, dtype=f32)
     index_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+    # Drawn on the CPU in a fixed order, then moved: the same episodes on every device.
+    x, v, lures, cues, probes, order, trace_noise = (a.to(dev) for a in (x, v, lures, cues, probes, order, trace_noise))
 
     base = HippocampalIndex(config.num_units, config.active, seed=index_seed)
     base.write(x, v)
@@ -188,7 +197,7 @@ def _replicate(config: Config, rep: int, gen: torch.Generator) -> list[dict[str,
             index.lesion_keys(lesioned)
         rows.append(kv_row("keys lesioned", frac, index))
 
-    zeros_x, zeros_v = torch.zeros(t, n, d, dtype=f32), torch.zeros(t, n, dv, dtype=f32)
+    zeros_x, zeros_v = torch.zeros(t, n, d, dtype=f32, device=dev), torch.zeros(t, n, dv, dtype=f32, device=dev)
     old_q, lure_q = torch.cat([cues, zeros_v], -1), torch.cat([lures, zeros_v], -1)
     probe_q = torch.cat([zeros_x, probes], -1)
     clean = torch.cat([x, v], -1)
@@ -199,7 +208,7 @@ def _replicate(config: Config, rep: int, gen: torch.Generator) -> list[dict[str,
         fam_old = slots.read(old_q, details=True).scores.amax(-1)
         fam_lure = slots.read(lure_q, details=True).scores.amax(-1)
         named = slots.read(probe_q, details=True).scores
-        semantic = (named.argmax(-1) == torch.arange(n)) & (named.amax(-1) > 0)
+        semantic = (named.argmax(-1) == torch.arange(n, device=dev)) & (named.amax(-1) > 0)
         recalled = slots.read(old_q)[..., d:]
         return {"seed": rep, "model": "classical", "damage": damage, "level": level,
                 "recognition_auc": auc(fam_old, fam_lure),
@@ -229,14 +238,14 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
         a :class:`~kvmem.experiments.base.Result`: per-seed tables, ``*_summary`` tables
         (mean over seeds with 95% t bounds ``*_lo`` / ``*_hi``), scalars and the config.
     """
-    validate(config)
+    dev = validate(config)
     progress = progress or Progress()
     progress.total(config.seeds)
     gen = torch.Generator().manual_seed(seed)
     rows = []
     with torch_threads(1):
         for rep in range(config.seeds):
-            rows.extend(_replicate(config, rep, gen))
+            rows.extend(_replicate(config, rep, gen, dev))
             progress.advance()
     table = pd.DataFrame(rows)
     summary = _summary(table, ["model", "damage", "level"], METRICS)
