@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import pandas as pd
 import torch
 
 import kvmem
@@ -165,3 +166,15 @@ def test_retrieve_kwargs_reach_the_dynamics_and_are_refused_without_them():
         capacity.probe(lambda n: kvmem.ClassicalHopfield(), n=64, p=4, trials=3, corrupt=corrupt, mode="parallel")
     with pytest.raises(TypeError, match="no retrieve dynamics"):
         capacity.probe(lambda n: kvmem.SlotMemory("dot", "hardmax"), n=16, p=4, trials=2, criterion=crit, mode="async")
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_probe_on_a_device_draws_the_same_probes(device):
+    from kvmem import ClassicalHopfield
+    from kvmem.paradigms import capacity as cap
+    from kvmem.paradigms.corruption import flip_bits
+
+    corrupt = lambda x, g: flip_bits(x, 0.1, generator=g)  # noqa: E731
+    here = cap.probe(lambda n: ClassicalHopfield(), n=64, p=6, trials=8, corrupt=corrupt, steps=20, seed=3)
+    there = cap.probe(lambda n: ClassicalHopfield(), n=64, p=6, trials=8, corrupt=corrupt, steps=20, seed=3,
+                      device=device)
+    # Integer-valued Hebbian fields: the same draws give the same states on any device.
+    pd.testing.assert_frame_equal(here, there, check_exact=True)

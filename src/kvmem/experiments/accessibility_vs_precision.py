@@ -47,7 +47,7 @@ from scipy import special
 from .._checks import check_int, check_positive
 from ..memory import MatrixMemory, SlotMemory
 from ..separation import Softmax
-from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import Claim, Experiment, Progress, Result, register, resolve_device, torch_threads
 from .base import mean_ci
 
 MODELS = ("key-value", "classical")
@@ -69,6 +69,9 @@ class Config:
         beta: softmax inverse temperature of the key-value read (cosine similarity).
         encoding_noise_deg: s.d. in degrees of the angle actually stored for a location.
         em_iterations: the most EM iterations of a mixture fit.
+        device: torch device of the computation: 'cpu', 'cuda' or 'cuda:N'; random draws
+            stay on the CPU, so results match across devices to rounding. The mixture fits
+            (numpy/scipy EM on the angular errors) run on the CPU.
     """
 
     key_dim: int = 128
@@ -82,12 +85,14 @@ class Config:
     beta: float = 200.0
     encoding_noise_deg: float = 12.0
     em_iterations: int = 500
+    device: str = "cpu"
 
 
 QUICK = Config(memories=40, replicates=3, delays=(0.0, 8.0, 32.0), interference=(16, 64, 256))
 
 
-def _check(config: Config) -> None:
+def _check(config: Config) -> torch.device:
+    """Raise ``ValueError`` naming the first bad setting; return the torch device of the computation."""
     check_int(config.key_dim, "key_dim", minimum=2)
     check_int(config.n_targets, "n_targets")
     check_int(config.memories, "memories")
@@ -101,6 +106,7 @@ def _check(config: Config) -> None:
     check_positive(config.interference_delay, "interference_delay", allow_zero=True)
     check_positive(config.beta, "beta")
     check_positive(config.encoding_noise_deg, "encoding_noise_deg", allow_zero=True)
+    return resolve_device(config.device)
 
 
 # -- the mixture model ------------------------------------------------------------------
@@ -198,26 +204,31 @@ def _wrap(a: torch.Tensor) -> torch.Tensor:
 
 
 def _condition(config: Config, n_total: int, delay: float, gen: torch.Generator) -> dict[str, dict[str, Any]]:
-    """Store ``n_total`` pairs in each of ``memories`` memories, cue the first ``n_targets``."""
+    """Store ``n_total`` pairs in each of ``memories`` memories, cue the first ``n_targets``.
+
+    Every draw comes from the CPU generator ``gen`` (the same numbers on any device) and is
+    moved to ``config.device``, where the memories compute.
+    """
+    dev = resolve_device(config.device)
     m, d, t = config.memories, config.key_dim, config.n_targets
-    keys = torch.randn(m, n_total, d, generator=gen)
+    keys = torch.randn(m, n_total, d, generator=gen).to(dev)
     keys = keys / keys.norm(dim=-1, keepdim=True)
-    theta = torch.rand(m, n_total, generator=gen) * (2 * math.pi)
-    stored = theta + math.radians(config.encoding_noise_deg) * torch.randn(m, n_total, generator=gen)
+    theta = torch.rand(m, n_total, generator=gen).to(dev) * (2 * math.pi)
+    stored = theta + math.radians(config.encoding_noise_deg) * torch.randn(m, n_total, generator=gen).to(dev)
     values = torch.stack([stored.cos(), stored.sin()], dim=-1)
-    cues = keys[:, :t] + config.drift * math.sqrt(delay) * torch.randn(m, t, d, generator=gen) / math.sqrt(d)
+    cues = keys[:, :t] + config.drift * math.sqrt(delay) * torch.randn(m, t, d, generator=gen).to(dev) / math.sqrt(d)
     out: dict[str, dict[str, Any]] = {}
     kv = SlotMemory(similarity="cosine", separation=Softmax(beta=config.beta))
     kv.write(keys, values)
     read = kv.read(cues, details=True)
-    won = read.weights.argmax(dim=-1) == torch.arange(t)
+    won = read.weights.argmax(dim=-1) == torch.arange(t, device=dev)
     out["key-value"] = {"read": read.values, "key_match": float(won.to(torch.float64).mean())}
     hebb = MatrixMemory(d, 2, rule="hebbian")
     hebb.write(keys, values)
     out["classical"] = {"read": hebb.read(cues), "key_match": math.nan}
     for entry in out.values():
         r = entry["read"]
-        entry["errors"] = _wrap(torch.atan2(r[..., 1], r[..., 0]) - theta[:, :t]).to(torch.float64).numpy()
+        entry["errors"] = _wrap(torch.atan2(r[..., 1], r[..., 0]) - theta[:, :t]).to(torch.float64).cpu().numpy()
     return out
 
 
@@ -228,7 +239,7 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
 
 
 def _run(config: Config, *, seed: int, progress: Progress) -> Result:
-    _check(config)
+    _check(config)  # also checks the device; _condition places its tensors on it
     conditions = [("delay", float(dl), config.n_targets) for dl in config.delays]
     conditions += [("interference", float(n), int(n)) for n in config.interference]
     progress.total(config.replicates * len(conditions))

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from .. import features
 from ..ops import delta_rule, linear_attention
-from .base import Claim, Experiment, Progress, Result, register
+from .base import Claim, Experiment, Progress, Result, register, resolve_device
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,9 @@ class Config:
             ``n_pairs``: it reuses those learned keys); sequences have 2N pairs.
         replace_sequences: random sequences per N in the replace setting.
         loss_threshold: a map holds N pairs while its mean loss is at most this.
+        device: torch device of the computation: 'cpu', 'cuda' or 'cuda:N'; random draws
+            (initial keys, write orders, replace sequences, FAVOR+ features) stay on the CPU,
+            so results match across devices to rounding.
     """
 
     key_dim: int = 64
@@ -74,6 +77,7 @@ class Config:
     replace_n_pairs: tuple[int, ...] = (20, 40, 60, 80, 100, 120, 160, 200)
     replace_sequences: int = 32
     loss_threshold: float = 0.01
+    device: str = "cpu"
 
 
 QUICK = Config(key_dim=16, n_pairs=(8, 16, 24, 32, 48, 64, 96),
@@ -147,18 +151,21 @@ def learn_keys(ns: list[int], fmap: _Map, config: Config, gens: list[torch.Gener
 
     The problems are independent; they are padded to the largest N and trained as one batch
     (Adam acts coordinate by coordinate and padded keys get no gradient), which saves
-    Python-level steps where N is small. Each N draws its start from its own generator.
+    Python-level steps where N is small. Each N draws its start from its own generator
+    (on the CPU); training runs on ``config.device``.
     """
+    dev = resolve_device(config.device)
     n_max = max(ns)
     start = torch.zeros(len(ns), n_max, config.key_dim)
     mask = torch.zeros(len(ns), n_max, dtype=torch.bool)
     for i, (n, gen) in enumerate(zip(ns, gens)):
         start[i, :n] = torch.randn(n, config.key_dim, generator=gen)
         mask[i, :n] = True
+    start, mask = start.to(dev), mask.to(dev)
     keys = start.requires_grad_()
     opt = torch.optim.Adam([keys], lr=config.lr)
-    eye = torch.eye(n_max)
-    sizes = torch.tensor(ns, dtype=start.dtype)
+    eye = torch.eye(n_max, device=dev)
+    sizes = torch.tensor(ns, dtype=start.dtype, device=dev)
     for step in range(config.train_steps):
         per_query = 0.5 * ((eye - _weights(keys, fmap, mask)) ** 2).sum(-1) * mask
         losses = per_query.sum(-1) / sizes
@@ -195,15 +202,18 @@ def _l2(f: torch.Tensor) -> torch.Tensor:
 
 
 def capacity_rows(keys: torch.Tensor, fmap: _Map, config: Config, gen: torch.Generator) -> list[dict[str, Any]]:
-    """Capacity setting: every key once. Sum rule and delta rule (or softmax) read with every key."""
+    """Capacity setting: every key once. Sum rule and delta rule (or softmax) read with every key.
+
+    Computes on the device of ``keys``; the write orders are drawn from ``gen`` on the CPU.
+    """
     n = keys.shape[0]
-    idx = torch.arange(n)
+    idx = torch.arange(n, device=keys.device)
     rows = []
     if fmap.phi is None:
         loss, acc = _loss_and_accuracy(_weights(keys, fmap), idx)
         return [{"rule": "softmax", "loss": loss, "accuracy": acc}]
     f = fmap(keys)
-    orders = torch.stack([torch.randperm(n, generator=gen) for _ in range(config.delta_orders)])  # [O, N]
+    orders = torch.stack([torch.randperm(n, generator=gen) for _ in range(config.delta_orders)]).to(keys.device)  # [O, N]
     values = F.one_hot(orders, n).to(f.dtype)  # the value of key j is the one-hot code of j
     with torch.no_grad():
         # Sum rule through the op (the order does not matter): read phi(k) M / phi(k) . z.
@@ -240,8 +250,11 @@ def make_replace_sequences(n: int, count: int, gen: torch.Generator):
 
 
 def replace_rows(keys: torch.Tensor, fmap: _Map, seqs) -> list[dict[str, Any]]:
-    """Replace setting: read every key after the 2N writes; the target is its latest value."""
-    k_idx, v_idx, latest, present = seqs
+    """Replace setting: read every key after the 2N writes; the target is its latest value.
+
+    Computes on the device of ``keys`` (the sequences are moved there).
+    """
+    k_idx, v_idx, latest, present = (t.to(keys.device) for t in seqs)
     n = keys.shape[0]
     values = F.one_hot(v_idx, n).to(keys.dtype)  # [S, 2N, N]
     rows = []
@@ -292,6 +305,7 @@ def _run(config: Config, seed: int, progress: Progress) -> Result:
     missing = [n for n in config.replace_n_pairs if n not in config.n_pairs]
     if missing:
         raise ValueError(f"replace_n_pairs: {missing} are not in n_pairs (the replace setting reuses those keys)")
+    resolve_device(config.device)
     maps = [parse_map(name, config.key_dim, seed) for name in config.feature_maps]
     progress.total(len(maps) * len(config.n_pairs))
     # The replace sequences are shared by every map, so the maps face the same data.

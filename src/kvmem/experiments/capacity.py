@@ -44,7 +44,7 @@ from ..memory import (
 )
 from ..paradigms import capacity as cap
 from ..paradigms.corruption import flip_bits
-from .base import Claim, Experiment, Progress, Result, register
+from .base import Claim, Experiment, Progress, Result, register, resolve_device
 
 #: Amit, Gutfreund & Sompolinsky (1987): critical load of the Hebbian Hopfield network.
 ALPHA_C = 0.138
@@ -79,6 +79,10 @@ class Config:
         delta_passes: presentations for the delta rule ("to convergence").
         sdm_locations: hard locations of the SDM.
         sdm_activation_prob: probability that a location is activated by an address.
+        device: torch device of the computation: 'cpu', 'cuda' or 'cuda:N'; random draws
+            stay on the CPU, so results match across devices to rounding. Patterns, cues
+            and scores of :func:`kvmem.paradigms.capacity.probe` stay on the CPU; each
+            memory's writes and dynamics run on the device.
     """
 
     trials: int = 16
@@ -102,6 +106,7 @@ class Config:
     delta_passes: int = 10_000_000
     sdm_locations: int = 2000
     sdm_activation_prob: float = 0.05
+    device: str = "cpu"
 
     def __post_init__(self):
         if self.hopfield_mode not in ("sync", "async"):
@@ -142,6 +147,7 @@ def _flip(fraction: float, code: str = "bipolar"):
 
 
 def _curve(name: str, family: str, factory, config: Config, n: int, loads, seed: int, **kwargs) -> list[dict]:
+    """Mean scores at each load; ``kwargs`` (``device=`` included) go to :func:`kvmem.paradigms.capacity.probe`."""
     rows = []
     for i, load in enumerate(loads):
         p = max(1, round(load * n))
@@ -152,10 +158,10 @@ def _curve(name: str, family: str, factory, config: Config, n: int, loads, seed:
     return rows
 
 
-def _hopfield(config: Config, seed: int, progress: Progress) -> tuple[list[dict], list[dict]]:
+def _hopfield(config: Config, seed: int, progress: Progress, dev: torch.device) -> tuple[list[dict], list[dict]]:
     """The classical network's overlap curve and its P* at every N."""
     curve, capacity = [], []
-    kwargs = {"steps": config.hopfield_steps, "mode": config.hopfield_mode}
+    kwargs = {"steps": config.hopfield_steps, "mode": config.hopfield_mode, "device": dev}
     for n in config.hopfield_sizes:
         rows = _curve("classical-hopfield", "hopfield", lambda n: ClassicalHopfield(), config, n,
                       config.hopfield_alphas, seed + n, **kwargs)
@@ -169,7 +175,7 @@ def _hopfield(config: Config, seed: int, progress: Progress) -> tuple[list[dict]
     return curve, capacity
 
 
-def _dam(config: Config, seed: int, progress: Progress) -> list[dict]:
+def _dam(config: Config, seed: int, progress: Progress, dev: torch.device) -> list[dict]:
     rows = []
     for power, sizes, hi in zip((2, 3, 4), (config.dam_sizes_2, config.dam_sizes_3, config.dam_sizes_4), config.dam_hi):
         for n in sizes:
@@ -177,7 +183,7 @@ def _dam(config: Config, seed: int, progress: Progress) -> list[dict]:
             p_star, _ = cap.find_capacity(
                 lambda n, power=power: DenseAssociativeMemory(energy="polynomial", n=power), n=n,
                 criterion=_criterion(config), lo=1, hi=top, trials=config.trials, max_probes=config.probes,
-                steps=1, seed=seed + 100 * power + n,
+                steps=1, seed=seed + 100 * power + n, device=dev,
             )
             rows.append({"model": f"dam-n{power}", "power": power, "n": n, "p_star": p_star,
                          "p_star_scaled": p_star / n ** (power - 1), "hit_upper_bound": p_star >= top})
@@ -185,34 +191,34 @@ def _dam(config: Config, seed: int, progress: Progress) -> list[dict]:
     return rows
 
 
-def _others(config: Config, seed: int, progress: Progress) -> list[dict]:
+def _others(config: Config, seed: int, progress: Progress, dev: torch.device) -> list[dict]:
     n = config.curve_n
     rows = []
     models = {
-        "slot-hardmax": ("slot", lambda n: SlotMemory("dot", "hardmax"), {}),
-        "slot-softmax": ("slot", lambda n: SlotMemory("dot", {"name": "softmax", "beta": config.slot_beta / n}), {}),
+        "slot-hardmax": ("slot", lambda n: SlotMemory("dot", "hardmax"), {"device": dev}),
+        "slot-softmax": ("slot", lambda n: SlotMemory("dot", {"name": "softmax", "beta": config.slot_beta / n}), {"device": dev}),
     }
     for name, (family, factory, kwargs) in models.items():
         rows += _curve(name, family, factory, config, n, config.curve_loads, seed, **kwargs)
         progress.advance()
     rows += _curve("slot-hardmax", "slot", models["slot-hardmax"][1], config, n, config.curve_loads, seed + 1,
-                   corrupt=_flip(0.1))
+                   corrupt=_flip(0.1), device=dev)
     rows[-len(config.curve_loads):] = [r | {"model": "slot-hardmax-10%-flips"} for r in rows[-len(config.curve_loads):]]
     progress.advance()
-    rows += _matrix(config, seed)
+    rows += _matrix(config, seed, dev)
     progress.advance()
-    sdm = lambda n: SparseDistributedMemory(n, n, config.sdm_locations, activation_prob=config.sdm_activation_prob,
-                                            seed=seed)
-    rows += _curve("sdm", "sdm", sdm, config, n, config.curve_loads, seed, kind="sparse", steps=1)
+    sdm = lambda n: SparseDistributedMemory(n, n, config.sdm_locations,  # noqa: E731
+                                            activation_prob=config.sdm_activation_prob, seed=seed)
+    rows += _curve("sdm", "sdm", sdm, config, n, config.curve_loads, seed, kind="sparse", steps=1, device=dev)
     progress.advance()
     m = config.modern_n
     rows += _curve("modern-hopfield", "hopfield", lambda n: ModernHopfield(beta=config.modern_beta), config, m,
-                   config.modern_loads, seed, corrupt=_flip(config.modern_flip), steps=10)
+                   config.modern_loads, seed, corrupt=_flip(config.modern_flip), steps=10, device=dev)
     progress.advance()
     return rows
 
 
-def _matrix(config: Config, seed: int) -> list[dict]:
+def _matrix(config: Config, seed: int, dev: torch.device) -> list[dict]:
     """Hetero-association in matrix memories: +-1 keys to independent +-1 values.
 
     (Auto-association would be trivial for the delta rule: past P = N it learns the
@@ -226,6 +232,7 @@ def _matrix(config: Config, seed: int) -> list[dict]:
         gen = torch.Generator().manual_seed(seed + 31 * i)
         keys = cap.make_patterns(config.trials, p, n, seed=gen)
         values = cap.make_patterns(config.trials, p, n, seed=gen)
+        keys, values = keys.to(dev), values.to(dev)
         m = min(p, config.probes)
         rank = torch.linalg.matrix_rank(keys.double())
         for rule, mem, kwargs in (("hebbian", MatrixMemory(n, n, rule="hebbian"), {}),
@@ -243,12 +250,13 @@ def _matrix(config: Config, seed: int) -> list[dict]:
 def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> Result:
     """Run every part; each condition is one batched call over trials."""
     progress = progress or Progress()
+    dev = resolve_device(config.device)
     n_dam = len(config.dam_sizes_2) + len(config.dam_sizes_3) + len(config.dam_sizes_4)
     progress.total(2 * len(config.hopfield_sizes) + n_dam + 7)
-    hop_curve, hop_capacity = _hopfield(config, seed, progress)
-    dam = pd.DataFrame(_dam(config, seed, progress),
+    hop_curve, hop_capacity = _hopfield(config, seed, progress, dev)
+    dam = pd.DataFrame(_dam(config, seed, progress, dev),
                        columns=["model", "power", "n", "p_star", "p_star_scaled", "hit_upper_bound"])
-    curves = pd.DataFrame(hop_curve + _others(config, seed, progress))
+    curves = pd.DataFrame(hop_curve + _others(config, seed, progress, dev))
     curves["trials"] = config.trials
     heb = curves["model"] == "matrix-hebbian"
     curves.loc[heb, "theory_bit_error"] = [

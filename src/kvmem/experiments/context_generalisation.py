@@ -54,7 +54,7 @@ import torch
 
 from ..context import random_drift
 from ..memory import MatrixMemory, SlotMemory
-from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import Claim, Experiment, Progress, Result, register, resolve_device, torch_threads
 from .interference_not_erasure import _plot_band, _seed_generator, luce_recall, summarise_seeds
 
 TEST_CONTEXTS = ("A", "B", "N")
@@ -95,6 +95,8 @@ class Config:
         long_delay: the delay of the generalisation and reminder claims (one of ``delays``).
         seeds: independent replications (confidence bands are across them).
         trials: animals per replication (a batch dimension).
+        device: torch device of the computation: 'cpu', 'cuda' or 'cuda:N'; random draws
+            stay on the CPU, so results match across devices to rounding.
     """
 
     generic_dim: int = 64
@@ -116,13 +118,14 @@ class Config:
     long_delay: int = 7
     seeds: int = 5
     trials: int = 40
+    device: str = "cpu"
 
 
 QUICK = Config(delays=(1, 7, 28), seeds=3, trials=16)
 
 
-def _check(config: Config) -> None:
-    """Raise ``ValueError`` naming the first bad setting."""
+def _check(config: Config) -> torch.device:
+    """Raise ``ValueError`` naming the first bad setting; return the torch device of the computation."""
     for name in ("generic_dim", "specific_dim", "context_dim"):
         if getattr(config, name) < 2:
             raise ValueError(f"{name}: expected an integer >= 2, got {getattr(config, name)}")
@@ -155,6 +158,7 @@ def _check(config: Config) -> None:
             f"reminder_lead: expected 0 <= steps < the shortest delay ({d[0] * config.steps_per_day} steps), "
             f"got {config.reminder_lead}"
         )
+    return resolve_device(config.device)
 
 
 def step_rate(config: Config) -> float:
@@ -231,26 +235,28 @@ def simulate(config: Config, gen: torch.Generator) -> dict[str, Any]:
         dict with the draw (``places [T, 3, Dx]``, ``walk [T, S, Dc]``, ``noise``) and
         ``freezing``: {(brain, reminder, delay): ``[T, 3]`` (tests in A, B, N)}, plus
         ``parts``: the same keys -> dict of ``p_hpc``, ``place_match``, ``cortex`` ``[T, 3]``
-        and ``rebound [T]`` (whether the reminder re-bound the episode).
+        and ``rebound [T]`` (whether the reminder re-bound the episode). Everything is on
+        ``config.device``; the draw is made on the CPU (the same animals on every device).
     """
-    draw = _draw(config, gen)
+    dev = resolve_device(config.device)
+    draw = {name: value.to(dev) for name, value in _draw(config, gen).items()}
     places, walk, noise = draw["places"], draw["walk"], draw["noise"]
     t, dg = config.trials, config.generic_dim
     f64 = torch.float64
     x_a = places[:, 0:1]
-    value0 = torch.cat([x_a, torch.ones(t, 1, 1, dtype=f64)], -1)
+    value0 = torch.cat([x_a, torch.ones(t, 1, 1, dtype=f64, device=dev)], -1)
     freezing, parts = {}, {}
     for di, d in enumerate(config.delays):
         test_step = d * config.steps_per_day
         cortex_memory = MatrixMemory(dg, 1, rule="hebbian", lr=kappa(config, d))
-        cortex_memory.write(_unit(x_a[..., :dg]), torch.ones(t, 1, 1, dtype=f64))
+        cortex_memory.write(_unit(x_a[..., :dg]), torch.ones(t, 1, 1, dtype=f64, device=dev))
         seen = _perceive(config, places, noise[:, di, :3])            # [T, 3, Dx]
         query = _key(config, seen, walk[:, test_step].unsqueeze(1).expand(-1, 3, -1))
         cortex = cortex_memory.read(_unit(seen[..., :dg]))[..., 0].clamp(0.0, 1.0)
         for brain, reminder in GROUPS:
             hpc = SlotMemory(similarity="dot", separation="hardmax")
             hpc.write(_key(config, x_a, walk[:, 0:1]), value0)
-            rebound = torch.zeros(t, dtype=torch.bool)
+            rebound = torch.zeros(t, dtype=torch.bool, device=dev)
             if reminder:
                 r_step = test_step - config.reminder_lead
                 cue = _key(config, _perceive(config, x_a, noise[:, di, 3:4]), walk[:, r_step:r_step + 1])
@@ -272,7 +278,7 @@ def simulate(config: Config, gen: torch.Generator) -> dict[str, Any]:
 
 def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> Result:
     """Every replication; all groups and delays of one replication share its animals."""
-    _check(config)
+    _check(config)  # also checks the device; simulate places its tensors on it
     progress = progress or Progress()
     progress.total(config.seeds)
     rows = []

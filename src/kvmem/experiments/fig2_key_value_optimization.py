@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 from .._checks import as_tensor, check_int, check_positive
-from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import Claim, Experiment, Progress, Result, register, resolve_device, torch_threads
 
 MODES = ("faithful", "clean")
 """Training modes: ``faithful`` keeps the notebooks' accumulating gradients; ``clean`` zeroes them."""
@@ -76,6 +76,8 @@ class Config:
         threads: torch intra-op threads while training (restored afterwards); 0 leaves
             the setting alone. One thread is fastest for these small matrices and avoids
             thread oversubscription on a busy machine; it does not change the maths.
+        device: torch device of the computation: 'cpu', 'cuda' or 'cuda:N'; random draws
+            stay on the CPU, so results match across devices to rounding.
     """
 
     classes: tuple[int, ...] = (2, 3)
@@ -87,6 +89,7 @@ class Config:
     base_seed: int = NOTEBOOK_SEED
     clean_detach_keys: bool = True
     threads: int = 1
+    device: str = "cpu"
 
 
 QUICK = Config(n_pairs=(40, 60), steps=(600, 800), lr=3e-3, record_every=20)
@@ -117,6 +120,7 @@ def _check_config(config: Config) -> None:
     if not isinstance(config.clean_detach_keys, bool):
         raise TypeError(f"clean_detach_keys: expected a bool, got {type(config.clean_detach_keys).__name__}")
     check_int(config.threads, "threads", minimum=0)
+    resolve_device(config.device)
 
 
 def draw_task(n_pairs: int, n_classes: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -243,6 +247,9 @@ def train(
 ) -> Trajectory:
     """Optimise keys and value logits with full-batch Adam on the retrieval MSE.
 
+    Runs on the device of ``keys`` (the other inputs are moved there); the trajectory comes
+    back as CPU numpy arrays.
+
     Args:
         keys: initial keys (copied, not modified).
         value_logits: initial pre-sigmoid values (copied, not modified).
@@ -267,8 +274,8 @@ def train(
         ([0, 2, 3], (3, 8, 2), (3,))
     """
     keys = as_tensor(keys, "keys", min_rank=2)
-    value_logits = as_tensor(value_logits, "value_logits", min_rank=2, dtype=keys.dtype)
-    targets = as_tensor(targets, "targets", min_rank=2, dtype=keys.dtype)
+    value_logits = as_tensor(value_logits, "value_logits", min_rank=2, dtype=keys.dtype, device=keys.device)
+    targets = as_tensor(targets, "targets", min_rank=2, dtype=keys.dtype, device=keys.device)
     if keys.dim() != 2 or value_logits.shape != targets.shape or value_logits.shape[0] != keys.shape[0]:
         raise ValueError(
             "keys, value_logits, targets: expected shapes (N, D), (N, Dv), (N, Dv), got "
@@ -282,7 +289,7 @@ def train(
     v = torch.nn.Parameter(value_logits.detach().clone())
     optimizer = torch.optim.Adam([k, v], lr=lr)
     recorded, key_snaps, value_snaps = [0], [k.detach().clone()], [torch.sigmoid(v.detach())]
-    losses = torch.empty(steps, dtype=torch.float64)
+    losses = torch.empty(steps, dtype=torch.float64, device=keys.device)  # no per-step copy to the host
     for step in range(1, steps + 1):
         if zero_grad:
             optimizer.zero_grad()
@@ -298,9 +305,9 @@ def train(
                 on_record()
     return Trajectory(
         steps=np.asarray(recorded),
-        keys=torch.stack(key_snaps).numpy(),
-        values=torch.stack(value_snaps).numpy(),
-        loss=losses.numpy(),
+        keys=torch.stack(key_snaps).cpu().numpy(),
+        values=torch.stack(value_snaps).cpu().numpy(),
+        loss=losses.cpu().numpy(),
     )
 
 
@@ -440,6 +447,7 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
     """
     _check_config(config)
     check_int(seed, "seed", minimum=0)
+    dev = resolve_device(config.device)
     progress = progress or Progress()
     cases = list(zip(config.classes, config.n_pairs, config.steps))
     progress.total(sum(math.ceil(s / config.record_every) for _, _, s in cases) * len(config.modes))
@@ -451,8 +459,9 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
             targets = class_targets(classes, n_classes)
             cls = classes.numpy()
             for mode in config.modes:
+                # Drawn on the CPU (the notebooks' numbers on every device), trained on the device.
                 traj = train(
-                    keys, values, targets, steps=steps, lr=config.lr, zero_grad=(mode == "clean"),
+                    keys.to(dev), values.to(dev), targets.to(dev), steps=steps, lr=config.lr, zero_grad=(mode == "clean"),
                     detach_keys=True if mode == "faithful" else config.clean_detach_keys,
                     record_every=config.record_every, on_record=progress.advance,
                 )

@@ -43,7 +43,7 @@ from torch import nn
 from ..data.digits import load_digits
 from ..data.idx import TrainTest, find_dataset_folder, load_idx_dataset
 from ..learning.dual_form import NetworkRecorder
-from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import Claim, Experiment, Progress, Result, register, resolve_device, torch_threads
 
 TASKS = ("task1", "task2")
 VARIANTS = {"authors": True, "pairs_only": False}  # variant -> scale_init
@@ -97,6 +97,9 @@ class Config:
         subset_fractions: fractions of the Task 1 events amplified.
         subset_repeats: random subsets drawn per fraction (nested: one uniform draw per
             repeat, subset = events whose draw is below the fraction).
+        device: torch device of the computation: 'cpu', 'cuda' or 'cuda:N'; random draws
+            (initial weights, shuffles, subsets) stay on the CPU, so results match across
+            devices to rounding.
     """
 
     dataset: str = "digits"
@@ -115,6 +118,7 @@ class Config:
     subset_beta: float = 2.0
     subset_fractions: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
     subset_repeats: int = 10
+    device: str = "cpu"
 
 
 QUICK = Config(betas=(1.0, 1.5, 2.0), subset_fractions=(0.0, 0.5, 1.0), subset_repeats=3)
@@ -152,6 +156,7 @@ def _check(config: Config) -> Config:
         raise ValueError(f"lr: expected a finite number > 0, got {lr}")
     if epochs < 1:
         raise ValueError(f"epochs: expected an integer >= 1, got {epochs}")
+    resolve_device(config.device)
     return replace(config, lr=float(lr), epochs=int(epochs))
 
 
@@ -225,13 +230,16 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
     """Train Task 1 then Task 2 with the recorder on, then sweep beta and random subsets."""
     progress = progress or Progress()
     config = _check(config)
+    dev = resolve_device(config.device)
     t1, t2, info = load_tasks(config)
+    t1, t2 = TrainTest(*(t.to(dev) for t in t1)), TrainTest(*(t.to(dev) for t in t2))
     n_frac = len(config.subset_fractions)
     progress.total(2 * config.epochs + len(config.betas) + n_frac)
 
     with torch_threads(1):
         gen = torch.Generator().manual_seed(seed)
-        net = make_network(info["input_dim"], config.hidden, gen)
+        # Initialised on the CPU from gen (the same weights on every device), trained on the device.
+        net = make_network(info["input_dim"], config.hidden, gen).to(dev)
         opt = torch.optim.SGD(net.parameters(), lr=config.lr)
         # The accumulated form holds both tasks; only Task 1's pairs are kept explicitly (for the
         # subset analysis), which in MNIST mode saves about 200 MB of Task 2 keys.
@@ -251,7 +259,7 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
             rec.tag = task
             n = len(data.y_train)
             for _ in range(config.epochs):
-                order = torch.randperm(n, generator=gen) if config.shuffle else torch.arange(n)
+                order = (torch.randperm(n, generator=gen) if config.shuffle else torch.arange(n)).to(dev)
                 for start in range(0, n, config.batch_size):
                     batch = order[start : start + config.batch_size]
                     opt.zero_grad()
@@ -295,7 +303,10 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
             accs = []
             for rep in range(config.subset_repeats):
                 chosen = draws[rep] < fraction
-                with rec.reactivated(config.subset_beta, pairs=chosen):
+                # The subset as a per-pair beta on the device: the same factors as pairs=chosen
+                # (subset_beta on the chosen pairs, 1 elsewhere), which builds them on the CPU.
+                scale = torch.where(chosen, float(config.subset_beta), 1.0).to(dev)
+                with rec.reactivated(scale):
                     row = {"fraction": float(fraction), "repeat": rep, "beta": config.subset_beta,
                            "n_amplified": int(chosen.sum()), "n_events": n_events,
                            "task1_accuracy_pct": _accuracy(net, t1), "task2_accuracy_pct": _accuracy(net, t2)}

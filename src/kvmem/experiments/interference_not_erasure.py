@@ -54,7 +54,7 @@ import torch
 
 from ..context import random_drift
 from ..memory import ClassicalHopfield, SlotMemory
-from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import Claim, Experiment, Progress, Result, register, resolve_device, torch_threads
 
 MODELS_FREE = ("kv", "buffer")
 MODELS_CUED = ("kv", "buffer", "hopfield")
@@ -89,6 +89,8 @@ class Config:
         hopfield_match: item-part overlap that counts as recall in the classical network.
         seeds: independent replications (confidence bands are across them).
         trials: lists per replication and cell (a batch dimension).
+        device: torch device of the computation: 'cpu', 'cuda' or 'cuda:N'; random draws
+            stay on the CPU, so results match across devices to rounding.
     """
 
     item_dim: int = 64
@@ -107,13 +109,14 @@ class Config:
     hopfield_match: float = 0.9
     seeds: int = 5
     trials: int = 40
+    device: str = "cpu"
 
 
 QUICK = Config(list_lengths_a=(5, 20), list_lengths_b=(5, 40), seeds=3, trials=12)
 
 
-def _check(config: Config) -> None:
-    """Raise ``ValueError`` naming the first bad setting."""
+def _check(config: Config) -> torch.device:
+    """Raise ``ValueError`` naming the first bad setting; return the torch device of the computation."""
     for name in ("item_dim", "context_dim"):
         if getattr(config, name) < 2:
             raise ValueError(f"{name}: expected an integer >= 2, got {getattr(config, name)}")
@@ -138,6 +141,7 @@ def _check(config: Config) -> None:
         lengths = getattr(config, name)
         if not lengths or any(not isinstance(n, int) or n < 1 for n in lengths) or len(set(lengths)) != len(lengths):
             raise ValueError(f"{name}: expected distinct list lengths >= 1, got {lengths!r}")
+    return resolve_device(config.device)
 
 
 # -- shared helpers (also used by memory-recovery and context-generalisation) ---------------------
@@ -232,7 +236,8 @@ def simulate_cell(config: Config, la: int, lb: int, generators: list[tuple[torch
 
     Each replication r draws its lists from its pair ``generators[r] = (gen_a, gen_b)``:
     list A's words, contexts and reinstated-key cues from ``gen_a`` only, so every LB sees
-    the same list A (a paired design); the context jump and list B from ``gen_b``.
+    the same list A (a paired design); the context jump and list B from ``gen_b``. The
+    draws are made on the CPU and the memories run on ``config.device``.
 
     Args:
         config: the settings.
@@ -251,15 +256,18 @@ def simulate_cell(config: Config, la: int, lb: int, generators: list[tuple[torch
     wc = config.context_weight
     wi = math.sqrt(1.0 - wc * wc)
     draws = [_draw(config, la, lb, ga, gb) for ga, gb in generators]
-    items, contexts, cued_items = (torch.cat([d[k] for d in draws]) for k in ("items", "contexts", "cued_items"))
+    dev = resolve_device(config.device)
+    items, contexts, cued_items = (
+        torch.cat([d[k] for d in draws]).to(dev) for k in ("items", "contexts", "cued_items")
+    )
     t = items.shape[0]
     ctx_a = contexts[:, :la]
     n = la + lb
     keys = torch.cat([wi * items / math.sqrt(di), wc * contexts], -1)
-    ids = torch.eye(n, dtype=f64).expand(t, n, n)
+    ids = torch.eye(n, dtype=f64, device=dev).expand(t, n, n)
     cbar = ctx_a.mean(1)
     cbar = cbar / cbar.norm(dim=-1, keepdim=True)
-    free_query = torch.cat([torch.zeros(t, di, dtype=f64), wc * cbar], -1).unsqueeze(1)
+    free_query = torch.cat([torch.zeros(t, di, dtype=f64, device=dev), wc * cbar], -1).unsqueeze(1)
     cued_query = torch.cat([wi * cued_items / math.sqrt(di), wc * ctx_a], -1)
     out: dict[str, Any] = {"keys": keys, "items": items, "contexts": contexts, "free_query": free_query,
                            "cued_items": cued_items}
@@ -270,16 +278,16 @@ def simulate_cell(config: Config, la: int, lb: int, generators: list[tuple[torch
         slot_item = mem.values.argmax(-1)  # which word each surviving slot holds
         scores = mem.read(free_query, details=True).scores[:, 0]
         per_slot = luce_recall(scores, config.beta, config.threshold, config.attempts)
-        out[f"free_{model}"] = torch.zeros(t, n, dtype=f64).scatter_add_(1, slot_item, per_slot)
+        out[f"free_{model}"] = torch.zeros(t, n, dtype=f64, device=dev).scatter_add_(1, slot_item, per_slot)
         best = mem.read(cued_query, details=True).weights.argmax(-1)
-        out[f"cued_{model}"] = torch.gather(slot_item, 1, best) == torch.arange(la)
+        out[f"cued_{model}"] = torch.gather(slot_item, 1, best) == torch.arange(la, device=dev)
     net = ClassicalHopfield(rule="pseudo_inverse")
     net.write(torch.cat([items, torch.sign(contexts)], -1))
     cue = torch.cat([cued_items, torch.sign(ctx_a)], -1)
     state = net.retrieve(cue, steps=config.hopfield_steps).states[..., :di]
     overlap = state @ items.transpose(-1, -2) / di  # [T, LA, LA+LB]
     target = overlap[..., :la].diagonal(dim1=-2, dim2=-1)
-    out["cued_hopfield"] = (target >= config.hopfield_match) & (overlap.argmax(-1) == torch.arange(la))
+    out["cued_hopfield"] = (target >= config.hopfield_match) & (overlap.argmax(-1) == torch.arange(la, device=dev))
     return out
 
 

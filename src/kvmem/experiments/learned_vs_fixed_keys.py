@@ -63,7 +63,7 @@ from ..learning.key_maps import (
 )
 from ..paradigms.corruption import gaussian_noise, mask
 from ..separation import Softmax
-from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import Claim, Experiment, Progress, Result, register, resolve_device, torch_threads
 
 DATASETS = ("digits", "random")
 SIMILARITIES = ("scaled_dot", "neg_euclidean", "dot", "cosine")
@@ -101,6 +101,9 @@ class Config:
             equal-dimension rule: wide random codes, as SDM's many hard locations are.
         mixed_fixed_dim: key coordinates of the mixed map that are fixed.
         rsm_items: items (of the first digits memory) kept for the similarity-matrix figure.
+        device: torch device of the computation: 'cpu', 'cuda' or 'cuda:N'; random draws
+            (items, cues, map weights) stay on the CPU, so results match across devices to
+            rounding.
     """
 
     n_items: int = 100
@@ -123,6 +126,7 @@ class Config:
     wide_scaffold_dim: int = 2048
     mixed_fixed_dim: int = 32
     rsm_items: int = 40
+    device: str = "cpu"
 
 
 # One memory of 64 items with the full profile's learning rate and 300 steps: the smallest
@@ -157,6 +161,7 @@ def _check(config: Config) -> None:
     if config.scaffold_nonlinearity not in ("sign", "relu", "tanh", None):
         raise ValueError(f"scaffold_nonlinearity: expected 'sign', 'relu' or 'tanh', got {config.scaffold_nonlinearity!r}")
     check_int(config.rsm_items, "rsm_items", minimum=2)
+    resolve_device(config.device)
 
 
 # -- data ----------------------------------------------------------------------------
@@ -228,7 +233,7 @@ def _cosine_matrix(z: torch.Tensor) -> torch.Tensor:
 
 
 def _upper(c: torch.Tensor) -> torch.Tensor:
-    i, j = torch.triu_indices(c.shape[-1], c.shape[-1], offset=1)
+    i, j = torch.triu_indices(c.shape[-1], c.shape[-1], offset=1, device=c.device)
     return c[..., i, j]
 
 
@@ -254,7 +259,7 @@ def _geometry(items: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> 
 def _accuracy(out: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per trial: fraction of read-outs nearest to their own item, and their MSE to it."""
     p = items.shape[-2]
-    target = torch.arange(out.shape[-2]) % p
+    target = torch.arange(out.shape[-2], device=out.device) % p
     nearest = torch.cdist(out.to(torch.float64), items.to(torch.float64)).argmin(-1)
     mse = ((out - items[..., target, :]) ** 2).mean(dim=(-2, -1))
     return (nearest == target).to(torch.float64).mean(-1), mse
@@ -282,6 +287,7 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
 
 def _run(config: Config, *, seed: int, progress: Progress | None) -> Result:
     _check(config)
+    dev = resolve_device(config.device)
     progress = progress or Progress()
     progress.total(len(config.datasets) * len(config.similarities) * len(config.maps))
     seed = check_int(seed, "seed", minimum=0)
@@ -290,6 +296,9 @@ def _run(config: Config, *, seed: int, progress: Progress | None) -> Result:
     for d_index, dataset in enumerate(config.datasets):
         data_gen = torch.Generator().manual_seed(_seed(seed, "data", d_index))
         items, labels = _items(dataset, config, data_gen)
+        # Drawn on the CPU (the same items on every device); the cue draws below stay on the
+        # CPU too and follow the items to the device.
+        items = items.to(dev)
         # Evaluation cues come from their own generators: never the training draws.
         eval_sets = _eval_cues(items, config, torch.Generator().manual_seed(_seed(seed, "eval", d_index)))
         # Training-style cues (the objective's distribution), one held-out draw shared by all maps.
@@ -303,6 +312,9 @@ def _run(config: Config, *, seed: int, progress: Progress | None) -> Result:
                 # only in the sign and in the learning.
                 map_seed = _seed(seed, "maps", d_index, s_index)
                 key_map, query_map, trained = _maps(name, config, map_seed)
+                # Weights drawn on the CPU from map_seed, moved before the optimiser sees them.
+                key_map = key_map.to(dev)
+                query_map = None if query_map is None else query_map.to(dev)
                 if trained:
                     log = train_key_maps(
                         items, key_map, query_map, similarity=sim, beta=config.learned_beta,
@@ -311,7 +323,7 @@ def _run(config: Config, *, seed: int, progress: Progress | None) -> Result:
                         seed=_seed(seed, "train", d_index, s_index, m_index),
                     )
                     beta = config.learned_beta
-                    losses = log.losses.to(torch.float64)
+                    losses = log.losses.to(torch.float64).cpu()
                     for step in range(0, config.train_steps, log_every):
                         train_rows.append({"dataset": dataset, "similarity": sim, "map": name, "step": step,
                                            "loss": float(losses[step].mean()), "loss_std": float(losses[step].std(unbiased=False))})
@@ -337,7 +349,8 @@ def _run(config: Config, *, seed: int, progress: Progress | None) -> Result:
                                          **{k: float(v[t]) for k, v in geo.items()}})
                     if dataset == "digits" and s_index == 0:
                         keys0 = keys.expand(*items.shape[:-1], keys.shape[-1])[0]
-                        rsm_rows += _rsm_rows(name, items[0], keys0, clean[0], labels[0], config.rsm_items, m_index == 0)
+                        rsm_rows += _rsm_rows(name, items[0].cpu(), keys0.cpu(), clean[0].cpu(), labels[0],
+                                              config.rsm_items, m_index == 0)
                 progress.advance()
     tables = {
         "retrieval": pd.DataFrame(rows),

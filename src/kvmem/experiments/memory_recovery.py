@@ -53,7 +53,7 @@ import torch
 
 from ..context import random_drift, tcm_update
 from ..memory import MatrixMemory, SlotMemory
-from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import Claim, Experiment, Progress, Result, register, resolve_device, torch_threads
 from .interference_not_erasure import _plot_band, _seed_generator, summarise_seeds
 
 CUE_CONTEXTS = ("test", "reinstated")
@@ -107,6 +107,8 @@ class Config:
         rw_lr: write strength of the delta-rule comparison (in (0, 2); keys have unit norm).
         seeds: independent replications (confidence bands are across them).
         trials: subjects per replication (a batch dimension).
+        device: torch device of the computation: 'cpu', 'cuda' or 'cuda:N'; random draws
+            stay on the CPU, so results match across devices to rounding.
     """
 
     item_dim: int = 64
@@ -135,13 +137,14 @@ class Config:
     rw_lr: float = 0.3
     seeds: int = 5
     trials: int = 40
+    device: str = "cpu"
 
 
 QUICK = Config(cue_fractions=(0.05, 0.2, 0.5, 1.0), tests=5, delays=(0, 5, 50, 200), seeds=3, trials=24)
 
 
-def _check(config: Config) -> None:
-    """Raise ``ValueError`` naming the first bad setting."""
+def _check(config: Config) -> torch.device:
+    """Raise ``ValueError`` naming the first bad setting; return the torch device of the computation."""
     for name in ("item_dim", "context_dim", "cs_dim", "cond_context_dim"):
         if getattr(config, name) < 2:
             raise ValueError(f"{name}: expected an integer >= 2, got {getattr(config, name)}")
@@ -174,6 +177,7 @@ def _check(config: Config) -> None:
     d = config.delays
     if not d or any(not isinstance(x, int) or x < 0 for x in d) or list(d) != sorted(set(d)):
         raise ValueError(f"delays: expected increasing distinct integers >= 0, got {d!r}")
+    return resolve_device(config.device)
 
 
 # -- cued recall: better cues and hypermnesia --------------------------------------------------------
@@ -236,9 +240,13 @@ def study_keys(config: Config, study: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def _attempts(mem: SlotMemory, queries: torch.Tensor, n: int, sigma: float, gen: torch.Generator,
               target: torch.Tensor) -> torch.Tensor:
-    """``n`` independent noisy hard-max reads of each query: hits ``[n, T, L]`` (bool)."""
+    """``n`` independent noisy hard-max reads of each query: hits ``[n, T, L]`` (bool).
+
+    The noise is drawn from the CPU generator ``gen`` and moved to the queries' device.
+    """
     t, length, dim = queries.shape
-    noise = torch.randn((n, t, length, dim), generator=gen, dtype=queries.dtype) * (sigma / math.sqrt(dim))
+    noise = torch.randn((n, t, length, dim), generator=gen, dtype=queries.dtype).to(queries.device)
+    noise = noise * (sigma / math.sqrt(dim))
     noisy = (queries.unsqueeze(0) + noise).permute(1, 0, 2, 3).reshape(t, n * length, dim)
     best = mem.read(noisy, details=True).weights.argmax(-1).reshape(t, n, length).permute(1, 0, 2)
     return best == target
@@ -249,14 +257,16 @@ def simulate_cued(config: Config, gen: torch.Generator) -> dict[str, Any]:
 
     Returns:
         dict with ``study`` (the draw), ``keys``, ``cues`` ({(phi, context): hits ``[T, L]``}),
-        ``hyper`` (hits ``[tests, T, L]``) and ``noise_seed`` (the seed of the noise generator).
+        ``hyper`` (hits ``[tests, T, L]``) and ``noise_seed`` (the seed of the noise generator),
+        on ``config.device`` (the draws are made on the CPU).
     """
-    study = _draw_study(config, gen)
+    dev = resolve_device(config.device)
+    study = {name: value.to(dev) for name, value in _draw_study(config, gen).items()}
     keys = study_keys(config, study)
     n = keys.shape[1]
     mem = SlotMemory(similarity="dot", separation="hardmax")
-    mem.write(keys, torch.eye(n, dtype=keys.dtype).expand(keys.shape[0], n, n))
-    target = torch.arange(n - config.list_length, n)
+    mem.write(keys, torch.eye(n, dtype=keys.dtype, device=dev).expand(keys.shape[0], n, n))
+    target = torch.arange(n - config.list_length, n, device=dev)
     noise_seed = int(torch.randint(0, 2**62, (1,), generator=gen))
     noise_gen = torch.Generator().manual_seed(noise_seed)
     cues = {}
@@ -278,29 +288,32 @@ def simulate_conditioning(config: Config, gen: torch.Generator) -> dict[str, Any
         ``values [T, A+E, 1]``, ``test_queries [T, len(delays), Dcs+Dc]``, the responses
         ``kv_delay``/``rw_delay`` ``[T, len(delays)]`` and, after ``reminder_delay`` steps,
         ``kv_reminder``/``rw_reminder``/``kv_no_reminder``/``rw_no_reminder`` ``[T]`` and
-        ``reminded_context [T, Dc]``.
+        ``reminded_context [T, Dc]``; on ``config.device`` (the draws are made on the CPU).
     """
+    dev = resolve_device(config.device)
     t, dx, dc = config.trials, config.cs_dim, config.cond_context_dim
     f64 = torch.float64
     wc = config.cond_context_weight
     wx = math.sqrt(1.0 - wc * wc)
     trials = config.n_acq + config.n_ext
     horizon = max(max(config.delays), config.reminder_delay)
-    contexts = random_drift(trials + horizon, dc, rate=config.cond_drift_rate, batch_shape=(t,), generator=gen, dtype=f64)
-    cs = torch.randn(t, 1, dx, generator=gen, dtype=f64)
+    contexts = random_drift(trials + horizon, dc, rate=config.cond_drift_rate, batch_shape=(t,), generator=gen,
+                            dtype=f64).to(dev)
+    cs = torch.randn(t, 1, dx, generator=gen, dtype=f64).to(dev)
     cs = cs / cs.norm(dim=-1, keepdim=True)
 
     def query(ctx: torch.Tensor) -> torch.Tensor:
         return torch.cat([wx * cs.expand(-1, ctx.shape[1], -1), wc * ctx], -1)
 
     keys = query(contexts[:, :trials])
-    values = torch.cat([torch.ones(t, config.n_acq, 1), torch.zeros(t, config.n_ext, 1)], 1).to(f64)
+    values = torch.cat([torch.ones(t, config.n_acq, 1, device=dev), torch.zeros(t, config.n_ext, 1, device=dev)], 1)
+    values = values.to(f64)
     kv = SlotMemory(similarity="dot", separation={"name": "softmax", "beta": config.cond_beta})
     kv.write(keys, values)
     rw = MatrixMemory(dx + dc, 1, rule="delta", beta=config.rw_lr)
     rw.write(keys, values)  # in trial order: acquisition, then extinction
     last = trials - 1
-    delay_idx = torch.tensor([last + d for d in config.delays])
+    delay_idx = torch.tensor([last + d for d in config.delays], device=dev)
     test_queries = query(contexts[:, delay_idx])
     out: dict[str, Any] = {"contexts": contexts, "keys": keys, "values": values, "test_queries": test_queries,
                            "kv_delay": kv.read(test_queries)[..., 0], "rw_delay": rw.read(test_queries)[..., 0]}
@@ -308,7 +321,7 @@ def simulate_conditioning(config: Config, gen: torch.Generator) -> dict[str, Any
     outcome = torch.cat([values, 1.0 - values], -1)  # [US, no US] one-hot
     us_memory = SlotMemory(similarity="dot", separation={"name": "softmax", "beta": config.cond_beta})
     us_memory.write(outcome, contexts[:, :trials])
-    us_cue = torch.tensor([[1.0, 0.0]], dtype=f64)
+    us_cue = torch.tensor([[1.0, 0.0]], dtype=f64, device=dev)
     retrieved = us_memory.read(us_cue)[:, 0]
     now = contexts[:, last + config.reminder_delay]
     reminded = tcm_update(now, retrieved, config.reminder_beta)
@@ -322,7 +335,7 @@ def simulate_conditioning(config: Config, gen: torch.Generator) -> dict[str, Any
 
 def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> Result:
     """Both paradigms for every replication."""
-    _check(config)
+    _check(config)  # also checks the device; the simulations place their tensors on it
     progress = progress or Progress()
     progress.total(2 * config.seeds)
     cue_rows, recovery_rows, hyper_rows, delay_rows, reminder_rows = [], [], [], [], []

@@ -53,7 +53,7 @@ from ..bio.scaffold import (
 )
 from ..memory import ClassicalHopfield
 from ..paradigms.corruption import flip_bits
-from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import Claim, Experiment, Progress, Result, register, resolve_device, torch_threads
 
 #: Amit, Gutfreund & Sompolinsky (1987): the Hopfield network's critical load P*/N.
 ALPHA_C = 0.138
@@ -91,6 +91,8 @@ class Config:
         capacity_overlap: the overlap that defines P* (largest load whose mean overlap and
             those of all smaller loads reach it).
         threads: torch intra-op threads while running (restored afterwards).
+        device: torch device of the computation: 'cpu', 'cuda' or 'cuda:N'; random draws
+            stay on the CPU, so results match across devices to rounding.
     """
 
     n: int = 400
@@ -117,6 +119,7 @@ class Config:
     seq_cue_flip: float = 0.0
     capacity_overlap: float = 0.95
     threads: int = 1
+    device: str = "cpu"
 
 
 QUICK = Config(
@@ -131,8 +134,8 @@ QUICK = Config(
 )
 
 
-def _validate(config: Config) -> tuple[int, int]:
-    """Check the config; return (N_g, N_h)."""
+def _validate(config: Config) -> tuple[int, int, torch.device]:
+    """Check the config; return (N_g, N_h, the torch device of the computation)."""
     n = check_int(config.n, "n", minimum=8)
     periods = _check_periods(config.periods)
     dim = _check_dim(config.dim)
@@ -169,6 +172,7 @@ def _validate(config: Config) -> tuple[int, int]:
     if not 0 < config.capacity_overlap <= 1:
         raise ValueError(f"capacity_overlap: expected an overlap in (0, 1], got {config.capacity_overlap}")
     check_int(config.threads, "threads", minimum=0)
+    device = resolve_device(config.device)
     n_g = num_grid_cells(periods, dim)
     n_h = config.num_hidden or (n * n) // (2 * (n_g + n))
     if n_h < 1:
@@ -177,7 +181,7 @@ def _validate(config: Config) -> tuple[int, int]:
         raise ValueError(
             f"periods: the scaffold has {num_positions(periods, dim)} positions, fewer than the N = {n} patterns stored"
         )
-    return n_g, n_h
+    return n_g, n_h, device
 
 
 def _theory(n_h: int, p: int) -> float:
@@ -267,7 +271,7 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
         hopfield_overlap (the Hopfield network storing the same T items, clean cues).
         ``synapses``: model, weights, count.
     """
-    n_g, n_h = _validate(config)
+    n_g, n_h, dev = _validate(config)
     progress = progress or Progress()
     n = config.n
     counts = [max(1, round(a * n)) for a in config.loads]
@@ -282,19 +286,21 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
         mems = [
             ScaffoldMemory(
                 config.periods, config.dim, n_h, threshold=config.threshold, nonlinearity=config.nonlinearity,
-                return_rule=config.return_rule, rule=config.rule, output="sign", seed=int(s),
+                return_rule=config.return_rule, rule=config.rule, output="sign", seed=int(s), device=dev,
             )
             for s in scaffold_seeds
         ]
         # How many scaffold states are fixed points of the clean-up loop (all, for a working scaffold).
         states, _ = grid_states(config.periods, config.dim)
+        states = states.to(dev)
         keys = mems[0].keys_at(scaffold_path(config.periods, config.dim, p_max)[0])
         fixed = float(np.mean([(m.settle(states) == states).all(-1).double().mean().item() for m in mems]))
         progress.advance()
-        x_all = torch.randint(0, 2, (config.seeds, config.trials, p_max, n), generator=gen).float() * 2 - 1
+        # Drawn on the CPU (the same patterns and probes on every device), used on ``dev``.
+        x_all = (torch.randint(0, 2, (config.seeds, config.trials, p_max, n), generator=gen).float() * 2 - 1).to(dev)
         for p in counts:
             k = min(p, config.probes)
-            idx = torch.stack([torch.randperm(p, generator=gen)[:k] for _ in range(config.seeds)])   # [seeds, k]
+            idx = torch.stack([torch.randperm(p, generator=gen)[:k] for _ in range(config.seeds)]).to(dev)  # [seeds, k]
             x = x_all[:, :, :p]
             probe = torch.stack([x[i][:, idx[i]] for i in range(config.seeds)])                  # [seeds, trials, k, N]
             noisy = flip_bits(probe, config.cue_flip, generator=gen)
@@ -337,9 +343,10 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
         length = min(math.floor(config.seq_factor * max(p_star, 1)) + 1, num_positions(config.periods, config.dim))
 
         seq_path, seq_vel = scaffold_path(config.periods, config.dim, length)
-        xs_all = torch.randint(0, 2, (config.seeds, config.trials, length, n), generator=gen).float() * 2 - 1
+        seq_path = seq_path.to(dev)
+        xs_all = (torch.randint(0, 2, (config.seeds, config.trials, length, n), generator=gen).float() * 2 - 1).to(dev)
         k = min(length, config.probes)
-        idx = torch.randperm(length, generator=gen)[:k]
+        idx = torch.randperm(length, generator=gen)[:k].to(dev)
         net = ClassicalHopfield()
         net.write(xs_all)
         hop = _scores(net.retrieve(xs_all[:, :, idx], steps=config.hopfield_steps).states, xs_all[:, :, idx])[0]

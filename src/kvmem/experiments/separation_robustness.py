@@ -66,7 +66,7 @@ import torch
 from .. import separation as _separation
 from .. import similarity as _similarity
 from ..paradigms import gaussian_noise, mask
-from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import Claim, Experiment, Progress, Result, register, resolve_device, torch_threads
 
 DATASETS = ("random", "digits")
 CORRUPTIONS = ("gaussian", "flip", "mask")
@@ -103,6 +103,8 @@ class Config:
             (a cosine for the default).
         poly_ns: powers of the rectified-polynomial separation.
         exp_beta: inverse temperature of the exponential separation, in units of 1/g.
+        device: torch device of the computation: 'cpu', 'cuda' or 'cuda:N'; random draws
+            stay on the CPU, so results match across devices to rounding.
     """
 
     datasets: tuple[str, ...] = DATASETS
@@ -122,6 +124,7 @@ class Config:
     threshold: float = 0.75
     poly_ns: tuple[int, ...] = (3, 10)
     exp_beta: float = 10.0
+    device: str = "cpu"
 
 
 QUICK = Config(
@@ -200,6 +203,7 @@ def validate(config: Config) -> None:
         _fail("threshold", "a finite number", config.threshold)
     if not isinstance(config.poly_ns, tuple) or any(not _is_int(n) or n < 1 for n in config.poly_ns):
         _fail("poly_ns", "a tuple of integers >= 1", config.poly_ns)
+    resolve_device(config.device)
 
 
 @functools.lru_cache(maxsize=1)
@@ -346,7 +350,7 @@ def score(out: torch.Tensor, items: torch.Tensor) -> dict[str, torch.Tensor]:
     # instead of a [T, P, P, D] difference. Its rounding (~1e-6 |x|^2) is far below the squared
     # distance of any two distinct items here (>= 0.1 for the digits, >= 1 for binary patterns).
     dist = (out * out).sum(-1, keepdim=True) + (items * items).sum(-1).unsqueeze(-2) - 2.0 * out @ items.transpose(-1, -2)
-    target = torch.arange(items.shape[-2])
+    target = torch.arange(items.shape[-2], device=items.device)
     correct = (dist.argmin(-1) == target).double()
     mse = (out - items).pow(2).mean(-1).double()
     cos = torch.nn.functional.cosine_similarity(out, items, dim=-1, eps=1e-12).double()
@@ -388,6 +392,7 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
 
 
 def _run(config: Config, seed: int, progress: Progress) -> Result:
+    dev = resolve_device(config.device)
     gen = torch.Generator().manual_seed(seed)
     sims = list(dict.fromkeys((*config.similarities, config.sweep_similarity)))
     progress.total(len(config.datasets) * len(config.n_items)
@@ -395,7 +400,9 @@ def _run(config: Config, seed: int, progress: Progress) -> Result:
     rows, gap_rows = [], []
     for dataset in config.datasets:
         for n in config.n_items:
-            items = _items(dataset, config.trials, n, config, gen)
+            # Drawn on the CPU (the same items on every device); the corruptions draw on the
+            # CPU too and follow the items to the device.
+            items = _items(dataset, config.trials, n, config, gen).to(dev)
             gaps = {s: score_gap(s, items) for s in sims}
             gap_rows += [{"dataset": dataset, "n_items": n, "similarity": s, "gap": g} for s, g in gaps.items()]
             seps = {s: separations(config, gaps[s], s == config.sweep_similarity) for s in sims}

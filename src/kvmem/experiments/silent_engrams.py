@@ -66,7 +66,7 @@ import pandas as pd
 import torch
 
 from ..bio.index import HippocampalIndex
-from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import Claim, Experiment, Progress, Result, register, resolve_device, torch_threads
 from .base import plot_band as _band
 from .base import config_error as _fail, is_int as _is_int, is_real as _is_real
 from .base import summarise_over_seeds as _summary
@@ -93,6 +93,8 @@ class Config:
         betas: amplification factors of the single-memory sweep (must include 1 and
             1 / disrupted_strength or more).
         erase_noise: sd of the noise that overwrites values in the storage-failure account.
+        device: torch device of the computation: 'cpu', 'cuda' or 'cuda:N'; random draws
+            stay on the CPU, so results match across devices to rounding.
     """
 
     input_dim: int = 100
@@ -109,6 +111,7 @@ class Config:
     disrupted_strength: float = 0.4
     betas: tuple[float, ...] = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0, 10.0)
     erase_noise: float = 10.0
+    device: str = "cpu"
 
 
 QUICK = Config(trials=6, seeds=2, groups=6, strengths=(1.0, 0.6, 0.4, 0.2, 0.05), betas=(1.0, 2.0, 2.5, 5.0, 10.0))
@@ -117,11 +120,14 @@ QUICK = Config(trials=6, seeds=2, groups=6, strengths=(1.0, 0.6, 0.4, 0.2, 0.05)
 
 
 
-def validate(config: Config) -> None:
+def validate(config: Config) -> torch.device:
     """Raise ``ValueError`` (naming the setting) for a config ``run`` cannot use.
 
     Args:
         config: the settings to check.
+
+    Returns:
+        the torch device ``config.device`` names.
 
     Example:
         >>> import dataclasses
@@ -158,12 +164,13 @@ def validate(config: Config) -> None:
         _fail("betas", "a non-empty tuple of numbers >= 1", b)
     if 1.0 not in b or max(b) < restore * (1 - 1e-9):
         _fail("betas", f"a tuple holding 1 and a value >= 1 / disrupted_strength = {restore:g}", b)
+    return resolve_device(config.device)
 
 
 def _recalled(out: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
     """[T, N] bool: each read is nearest (cosine) to its own original value among all stored."""
     cos = torch.nn.functional.cosine_similarity(out.unsqueeze(-2), originals.unsqueeze(-3), dim=-1)
-    return cos.argmax(-1) == torch.arange(originals.shape[-2])
+    return cos.argmax(-1) == torch.arange(originals.shape[-2], device=originals.device)
 
 
 def make_memories(config: Config, gen: torch.Generator, crowded: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -184,7 +191,8 @@ def make_memories(config: Config, gen: torch.Generator, crowded: bool) -> tuple[
     return x, v, cues
 
 
-def _replicate(config: Config, rep: int, gen: torch.Generator, progress: Progress) -> dict[str, list[dict[str, Any]]]:
+def _replicate(config: Config, rep: int, gen: torch.Generator, progress: Progress,
+               dev: torch.device) -> dict[str, list[dict[str, Any]]]:
     m, n = config.group_size, config.groups * config.group_size
     disrupted = [g * m for g in range(config.groups)]
     intact = [i for i in range(n) if i not in disrupted]
@@ -197,7 +205,8 @@ def _replicate(config: Config, rep: int, gen: torch.Generator, progress: Progres
     # 1. Weakening sweep, crowded and isolated.
     bases = {}
     for crowded in (True, False):
-        x, v, cues = make_memories(config, gen, crowded)
+        # Drawn on the CPU (the same memories on every device); the index computes on ``dev``.
+        x, v, cues = (a.to(dev) for a in make_memories(config, gen, crowded))
         base = HippocampalIndex(config.num_units, config.active, seed=index_seed)
         base.write(x, v)
         codes = base.encode(cues)  # encoded once; every condition reads these codes
@@ -238,7 +247,7 @@ def _replicate(config: Config, rep: int, gen: torch.Generator, progress: Progres
             "intact_changed": frac(ok != ok0, intact),
         })
     # Rescued cues reinstate the stored value itself, and no value ever changed.
-    hit = ok & (out.weights.argmax(-1) == torch.arange(n))
+    hit = ok & (out.weights.argmax(-1) == torch.arange(n, device=dev))
     reinstated = (out.values - v).abs().amax(-1)[hit]
     rows["values"].append({
         "seed": rep,
@@ -259,7 +268,7 @@ def _replicate(config: Config, rep: int, gen: torch.Generator, progress: Progres
                 idx.amplify_keys(disrupted, beta)
             out = idx.read_codes(codes, details=True)
             ok = _recalled(out.values, v)
-            pointer = out.weights.argmax(-1) == torch.arange(n)
+            pointer = out.weights.argmax(-1) == torch.arange(n, device=dev)
             rows["beta"].append({
                 "seed": rep, "account": account, "beta": beta, "strength": g_weak * beta,
                 "disrupted_recall": frac(ok, disrupted), "disrupted_found": frac(pointer, disrupted),
@@ -281,14 +290,14 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
         a :class:`~kvmem.experiments.base.Result`: per-seed tables, ``*_summary`` tables
         (mean over seeds with 95% t bounds ``*_lo`` / ``*_hi``), scalars and the config.
     """
-    validate(config)
+    dev = validate(config)
     progress = progress or Progress()
     progress.total(4 * config.seeds)
     gen = torch.Generator().manual_seed(seed)
     collected: dict[str, list[dict[str, Any]]] = {"strength": [], "rescue": [], "beta": [], "values": []}
     with torch_threads(1):
         for rep in range(config.seeds):
-            for name, rows in _replicate(config, rep, gen, progress).items():
+            for name, rows in _replicate(config, rep, gen, progress, dev).items():
                 collected[name].extend(rows)
     tables = {name: pd.DataFrame(rows) for name, rows in collected.items()}
     tables["strength_summary"] = _summary(tables["strength"], ["condition", "strength"], ["disrupted_recall", "intact_recall"])

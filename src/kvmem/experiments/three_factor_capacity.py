@@ -49,7 +49,7 @@ from ..bio.three_factor import (
     recall_task,
 )
 from ..memory import ClassicalHopfield, SlotMemory
-from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import Claim, Experiment, Progress, Result, register, resolve_device, torch_threads
 
 #: Published numbers (Tyulmankov et al. 2021, Sec. 3.1, Fig. 2b): capacity slopes C ~ a N.
 PUBLISHED_SLOPES = {"sequential": 1.0, "random": 0.16, "hopfield": 0.14}
@@ -96,6 +96,10 @@ class Config:
             ``"random"`` or ``"hand"`` (the hand-designed rule).
         threads: torch intra-op threads while running (restored afterwards; the
             operations are small, so one thread is fastest); 0 leaves the setting alone.
+        device: torch device of the computation: 'cpu', 'cuda' or 'cuda:N'; random draws
+            stay on the CPU, so results match across devices to rounding. Meta-learning
+            (:func:`~kvmem.bio.three_factor.meta_learn`, which takes no device) runs on the
+            CPU; the learned rule is then read out on this device.
     """
 
     dim: int = 40
@@ -121,6 +125,7 @@ class Config:
     meta_value_gate: str = "global"
     meta_init: str = "hebbian"
     threads: int = 1
+    device: str = "cpu"
 
 
 QUICK = Config(
@@ -134,7 +139,8 @@ QUICK = Config(
 )
 
 
-def _validate(config: Config) -> None:
+def _validate(config: Config) -> torch.device:
+    """Check every setting; return the torch device ``config.device`` names."""
     check_int(config.dim, "dim", minimum=2)
     erase = check_positive(config.erase, "erase", allow_zero=True)
     if erase >= 1:
@@ -172,6 +178,7 @@ def _validate(config: Config) -> None:
     if config.meta_init not in INITS:
         raise ValueError(f"meta_init: expected one of {INITS}, got {config.meta_init!r}")
     check_int(config.threads, "threads", minimum=0)
+    return resolve_device(config.device)
 
 
 
@@ -188,7 +195,7 @@ def _ambiguous(x: torch.Tensor, cue: torch.Tensor) -> torch.Tensor:
     """
     visible = (cue != 0).sum(-1, keepdim=True).to(x.dtype)  # [trials, T, 1]
     agree = (cue @ x.transpose(-1, -2)) == visible  # [trials, T, T]
-    agree &= ~torch.eye(x.shape[-2], dtype=torch.bool)
+    agree &= ~torch.eye(x.shape[-2], dtype=torch.bool, device=x.device)
     return agree.any(-1)
 
 
@@ -200,7 +207,7 @@ def _score(out: torch.Tensor, x: torch.Tensor, ambiguous: torch.Tensor | None, r
     starting from tiny random weights. ``ambiguous`` None: every cue counts as unambiguous.
     """
     if ambiguous is None:
-        ambiguous = torch.zeros(x.shape[:-1], dtype=torch.bool)
+        ambiguous = torch.zeros(x.shape[:-1], dtype=torch.bool, device=x.device)
     sign = torch.sign(out)
     correct = torch.where(sign == 0, 0.5, (sign == x).to(torch.float64))  # [trials, T, d]
     clear = ~ambiguous
@@ -208,12 +215,23 @@ def _score(out: torch.Tensor, x: torch.Tensor, ambiguous: torch.Tensor | None, r
     tail = slice(max(0, t - recent), t)
     clear_tail = clear[:, tail]
     return {
-        "accuracy": float(correct.mean()),
-        "accuracy_unambiguous": float(correct[clear].mean()) if bool(clear.any()) else float("nan"),
-        "recent_unambiguous": float(correct[:, tail][clear_tail].mean()) if bool(clear_tail.any()) else float("nan"),
-        "exact": float((correct == 1).all(-1).to(torch.float64).mean()),
-        "ambiguous_cues": float(ambiguous.to(torch.float64).mean()),
+        "accuracy": _fraction(correct),
+        "accuracy_unambiguous": _fraction(correct[clear]) if bool(clear.any()) else float("nan"),
+        "recent_unambiguous": _fraction(correct[:, tail][clear_tail]) if bool(clear_tail.any()) else float("nan"),
+        "exact": _fraction((correct == 1).all(-1).to(torch.float64)),
+        "ambiguous_cues": _fraction(ambiguous.to(torch.float64)),
     }
+
+
+def _fraction(x: torch.Tensor) -> float:
+    """Mean of float64 entries in {0, 1/2, 1}, the same on every device.
+
+    Their sum is exact in any order, and one division (in Python) rounds it once, as the
+    CPU's mean does; CUDA multiplies by 1/n instead (in a mean, and in a division by a
+    number) and can return 0.9999999999999999 for all ones, which would fail the claims
+    that ask for exactly 1.
+    """
+    return float(x.sum()) / x.numel()
 
 
 # -- the models ------------------------------------------------------------------------
@@ -240,7 +258,8 @@ def _probe(t: int, trials: int, probes: int | None, gen: torch.Generator | None)
 
 
 def _pick(a: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
-    return a if idx is None else torch.take_along_dim(a, idx.unsqueeze(-1), dim=-2)
+    # The probe indices are drawn on the CPU (same draws on every device), used where a lives.
+    return a if idx is None else torch.take_along_dim(a, idx.to(a.device).unsqueeze(-1), dim=-2)
 
 
 def _curve(
@@ -276,6 +295,7 @@ def _curve(
                          overwrite="oldest")
     else:
         net = PlasticKeyValueNetwork(n, rule, local=local, p=p, beta=config.beta, value_gate=config.meta_value_gate)
+        net = net.to(x.device)  # the coefficients, learned on the CPU, where the patterns are
         gen = make_generator(seed)
     for t in lengths:
         chunk = slice(prev, t)
@@ -314,7 +334,7 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
         ``training``: local, step, T, loss, accuracy.
         ``published``: the paper's capacity slopes beside the fitted ones.
     """
-    _validate(config)
+    dev = _validate(config)
     progress = progress or Progress()
     n, lengths = config.dim, tuple(config.lengths)
     models = ["sequential", "random", "slot", "hopfield"]
@@ -323,6 +343,7 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
     with torch_threads(config.threads):
         gen = make_generator(seed)
         x, cue = recall_task(config.trials, lengths[-1], n, config.erase, generator=gen)
+        x, cue = x.to(dev), cue.to(dev)  # drawn on the CPU: the same patterns on every device
         amb = {t: _ambiguous(x[:, :t], cue[:, :t]) for t in lengths}
         rows = []
         for i, name in enumerate(models):
@@ -356,6 +377,7 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
             t_low = max(4, math.ceil(0.5 * n_size))
             p_size = min(1.0, config.random_p * n / n_size) if config.size_p_scales else config.random_p
             xs, cs = recall_task(config.size_trials, t_seq, n_size, config.erase, generator=gen)
+            xs, cs = xs.to(dev), cs.to(dev)
             for k, name in enumerate(size_models):
                 grid = tuple(range(1, (t_seq if name == "sequential" else t_low) + 1))
                 curve = _curve(name, config, xs, cs, None, n_size, seed * 1000 + 301 + 10 * n_size + k, grid,

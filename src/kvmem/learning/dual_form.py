@@ -405,22 +405,23 @@ class DualFormRecorder:
     # -- reactivation --------------------------------------------------------------------
     def _pair_scale(self, beta: Any, tag: Any, pairs: Any, kv: KVPairs) -> torch.Tensor:
         """Per-pair factor beta_n ``[N]`` for the explicit pairs."""
-        dtype, n = self.init_weight.dtype, len(kv)
+        dtype, device, n = self.init_weight.dtype, self.init_weight.device, len(kv)
         if isinstance(beta, torch.Tensor):
             if tag is not None or pairs is not None:
                 raise ValueError("beta: a per-pair beta tensor cannot be combined with tag= or pairs=")
             beta = as_tensor(beta, "beta", dtype=dtype)
             if beta.shape != (n,):
                 raise ValueError(f"beta: expected a float or a per-pair tensor of shape [{n}], got shape {tuple(beta.shape)}")
-            return beta
-        scale = torch.ones(n, dtype=dtype)
+            return beta.to(device)
+        # On the recorder's device: a mask or indices given on the CPU select the same pairs.
+        scale = torch.ones(n, dtype=dtype, device=device)
         if pairs is None:
             chosen = kv.mask(tag) if tag is not None else torch.ones(n, dtype=torch.bool)
         else:
             if tag is not None:
                 raise ValueError("pairs: give either tag= or pairs=, not both")
             chosen = _selection(pairs, n)
-        scale[chosen] = float(beta)
+        scale[chosen.to(device)] = float(beta)
         return scale
 
     def reactivated_weight(

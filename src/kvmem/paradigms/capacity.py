@@ -192,6 +192,7 @@ def probe(
     steps: int = 100,
     seed: int = 0,
     max_probes: int | None = None,
+    device: Any = None,
     **retrieve_kwargs: Any,
 ) -> pd.DataFrame:
     """Store ``p`` random patterns in ``trials`` memories and probe each with a (corrupted) cue.
@@ -209,6 +210,9 @@ def probe(
         max_probes: probe only the first ``max_probes`` stored patterns of each trial
             (None: all P). Patterns are exchangeable, so this estimates the same rates at a
             cost that does not grow with P: dense associative memories at P >> N need it.
+        device: where the memory writes and runs its dynamics (None: the CPU). Patterns
+            and cues are drawn and scored on the CPU, so a seed gives the same probes on
+            every device.
         **retrieve_kwargs: passed on to ``retrieve`` (e.g. ``mode="async"``, ``seed``).
 
     Returns:
@@ -220,7 +224,14 @@ def probe(
     m = p if max_probes is None else min(p, check_int(max_probes, "max_probes"))
     targets = patterns[..., :m, :]
     cues = targets if corrupt is None else corrupt(targets, gen)
-    out = recall(factory(n), patterns, cues, steps=steps, **retrieve_kwargs)
+    memory = factory(n)
+    if device is None:
+        out = recall(memory, patterns, cues, steps=steps, **retrieve_kwargs)
+    else:
+        device = torch.device(device)
+        if hasattr(memory, "to"):
+            memory = memory.to(device)  # buffers drawn at construction (SDM addresses) too
+        out = recall(memory, patterns.to(device), cues.to(device), steps=steps, **retrieve_kwargs).cpu()
     scores = score(out, targets, kind, coding_level=coding_level)
     success = criterion.success(scores)
     return pd.DataFrame(
@@ -238,7 +249,8 @@ def probe(
 
 
 def capacity_curve(factory: Callable[[int], Any], *, n: int, ps: list[int] | tuple[int, ...], **kwargs: Any) -> pd.DataFrame:
-    """:func:`probe` at every P in ``ps``, averaged over trials: one row per P."""
+    """:func:`probe` at every P in ``ps``, averaged over trials: one row per P (``kwargs``,
+    ``device=`` included, go to :func:`probe`)."""
     rows = []
     for i, p in enumerate(ps):
         kwargs.setdefault("seed", 0)
@@ -261,7 +273,7 @@ def find_capacity(
     """Largest P in [lo, hi] within capacity under ``criterion`` (:meth:`Criterion.holds`), by bisection.
 
     Assumes recall gets worse as P grows. Returns (P*, the table of every P probed); P* = lo - 1
-    when even ``lo`` fails.
+    when even ``lo`` fails. ``kwargs`` (``device=`` included) go to :func:`probe`.
     """
     hi = 2 * n if hi is None else hi
     if not 1 <= lo <= hi:
