@@ -63,6 +63,8 @@ def test_failed_claim_exits_one(tmp_path):
         (["run", "retrieval-basics", "--set", "trials"], "key=value"),
         (["run", "retrieval-basics", "--profile", "huge"], "--profile"),
         (["reproduce", "--only", "nothing"], "unknown experiment"),
+        (["run", "retrieval-basics", "--device", "tpu"], "--device: expected 'cpu', 'cuda' or 'cuda:N'"),
+        (["reproduce", "--device", "gpu0"], "--device: expected 'cpu', 'cuda' or 'cuda:N'"),
     ],
 )
 def test_usage_errors_exit_two_with_one_line(args, message, tmp_path):
@@ -79,3 +81,31 @@ def test_reproduce_runs_every_experiment(tmp_path):
     assert result.exit_code == 0, result.output
     for name in experiments.names():
         assert (tmp_path / name / "claims.json").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without CUDA")
+@pytest.mark.parametrize("command", ["run", "reproduce"])
+def test_cuda_without_a_gpu_is_a_usage_error(command, tmp_path):
+    args = ["run", "retrieval-basics"] if command == "run" else ["reproduce", "--only", "retrieval-basics"]
+    result = runner.invoke(app, [*args, "--device", "cuda", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "CUDA is not available" in result.output and "Traceback" not in result.output
+
+
+def test_device_option_reaches_the_config(tmp_path):
+    out = tmp_path / "rb"
+    args = ["run", "retrieval-basics", "--device", "cpu", "--set", "trials=3", "--set", "n_pairs=4,32",
+            "--set", "noise_levels=0.0", "--out", str(out), "--quiet"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "run.json").read_text())["config"]["device"] == "cpu"
+
+
+def test_every_experiment_takes_a_device():
+    import dataclasses
+
+    for name in experiments.names():
+        config_type = experiments.REGISTRY[name].config_type
+        fields = {f.name: f for f in dataclasses.fields(config_type)}
+        assert "device" in fields, f"{name}: its Config has no device setting"
+        assert fields["device"].default == "cpu", name

@@ -8,9 +8,15 @@ sequences, and the frequencies of the sequences drawn by
 chi-square test with a fixed seed). A mismatch between the two code paths (e.g. a stop
 draw at a different output position, the choice rule or the context update differing)
 would fail one of these tests.
+
+The same holds with the extensions beyond standard CMR switched on (associative chaining
+``Lff_f``/``Lff_b`` and the return to the start context ``B_restart``). For those, the
+likelihood is also checked against a plain per-recall loop written here from the model
+equations (cymr's layout, numpy float64, no tracking of activations instead of contexts).
 """
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -19,6 +25,8 @@ from scipy import stats
 
 from kvmem.paradigms import free_recall as frm
 from kvmem.paradigms import free_recall_fit as fitm
+
+from test_free_recall import _update, random_params, random_recalls, reference_study
 
 L = 4
 N_SIM = 40000
@@ -32,6 +40,13 @@ CASES = {
     "all_mechanisms": frm.CMRParams(B_enc=0.6, B_start=0.3, B_rec=0.7, Afc=0.1, Acf=0.05, Dfc=0.8, Dcf=0.6,
                                     Lfc=0.3, Lcf=0.5, P1=2.0, P2=1.0, T=0.5, X1=0.08, X2=0.5,
                                     B_distract=0.2, B_retention=0.3),
+    # Associative chaining on the PEERS pooled fit (forward stronger than backward).
+    "chain": fitm.expand_params({**fitm.PEERS_POOLED, "X1": 0.08, "Lff_f": 0.4, "Lff_b": 0.2}),
+    # Every mechanism, chaining and the return to the start context after each recall.
+    "all_with_chain_restart": frm.CMRParams(B_enc=0.6, B_start=0.3, B_rec=0.7, Afc=0.1, Acf=0.05, Dfc=0.8,
+                                            Dcf=0.6, Lfc=0.3, Lcf=0.5, P1=2.0, P2=1.0, T=0.5, X1=0.08, X2=0.5,
+                                            B_distract=0.2, B_retention=0.3, Lff_f=0.5, Lff_b=0.25,
+                                            B_restart=0.35),
 }
 
 
@@ -56,6 +71,16 @@ def test_sequence_probabilities_sum_to_one(name):
     seqs, p = _exact(CASES[name])
     assert len(seqs) == 65
     assert abs(p.sum() - 1.0) < 1e-12
+
+
+def test_extensions_change_the_sequence_distribution():
+    # The extension cases must actually differ from their parameters with the extensions
+    # off (otherwise the tests above would not test them).
+    for name, params in (("chain", CASES["chain"]), ("all_with_chain_restart", CASES["all_with_chain_restart"])):
+        off = frm.CMRParams(**{**params.to_dict(), "Lff_f": 0.0, "Lff_b": 0.0, "B_restart": 0.0})
+        _, p_on = _exact(params)
+        _, p_off = _exact(off)
+        assert np.abs(p_on - p_off).sum() > 0.05, name
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -93,3 +118,66 @@ def test_first_recall_of_a_16_item_list_matches_simulation():
     freq = np.bincount(rec[rec >= 0], minlength=n_items) / n
     z = (freq - p1) / np.sqrt(p1 * (1 - p1) / n)
     assert np.abs(z).max() < 4.5, z
+
+
+# ---------------------------------------------------------------------------------------
+# A plain loop for the extensions: after each recall the context integrates the recalled
+# item's M_fc row (rate B_rec) and then the start unit (rate B_restart); each choice adds
+# Lff_f to the activation of the item studied right after the last recalled one, and Lff_b
+# to the one studied right before it.
+# ---------------------------------------------------------------------------------------
+
+
+def reference_extended_log_probs(p, recalls, L, item_index, pool):
+    c, _, fc, cf = reference_study(p, item_index, pool)
+    start = pool  # cymr's layout: pool items, then the start unit
+    out, done, last = [], set(), None
+    for k, r in enumerate(recalls):
+        p_stop = min(max(p.X1 * math.exp(p.X2 * k), 1e-6), 1 - 1e-6)
+        a = cf @ c
+        if last is not None:
+            if last + 1 < L:
+                a[last + 1] += p.Lff_f
+            if last - 1 >= 0:
+                a[last - 1] += p.Lff_b
+        strength = np.array([0.0 if j in done else math.exp(2 * max(a[j], 1e-6) / p.T) for j in range(L)])
+        out.append(math.log(min(max(strength[r] / strength.sum() * (1 - p_stop), 1e-5), 1.0)))
+        done.add(r)
+        last = r
+        c = _update(c, fc[r].copy(), p.B_rec)
+        e = np.zeros_like(c)
+        e[start] = 1.0
+        c = _update(c, e, p.B_restart)
+    n = len(recalls)
+    p_stop = 1.0 if n == L else min(max(p.X1 * math.exp(p.X2 * n), 1e-6), 1 - 1e-6)
+    out.append(math.log(min(max(p_stop, 1e-5), 1.0)))
+    return out
+
+
+@pytest.mark.parametrize("distract", [False, True])
+def test_extended_likelihood_matches_plain_loop(distract):
+    rng = np.random.default_rng(11)
+    extra = dict(B_distract=0.3, B_retention=0.4) if distract else {}
+    params = [random_params(rng, Lff_f=rng.uniform(0.05, 0.8), Lff_b=rng.uniform(0.0, 0.5),
+                            B_restart=rng.uniform(0.05, 0.6), **extra) for _ in range(3)]
+    params.append(random_params(rng, Lff_f=0.3, Lff_b=0.0, B_restart=0.0, **extra))  # chaining only
+    L, pool = 7, 12
+    item_index = list(rng.permutation(pool)[:L])
+    # A whole list with forward and backward steps, then random lists (some empty).
+    seqs = [[2, 3, 4, 1, 0, 6, 5]] + random_recalls(rng, L, 5)[0]
+    r = np.full((len(seqs), L), -1)
+    for j, seq in enumerate(seqs):
+        r[j, : len(seq)] = seq
+    n = np.array([len(seq) for seq in seqs])
+    state = frm.study(params, L, pool_size=pool)
+    fast = frm.recall_log_probs(state, params, r, n).numpy()
+    tracked, _ = frm.recall_log_probs(state, params, r, n, return_contexts=True)
+    for i, p in enumerate(params):
+        for j, seq in enumerate(seqs):
+            ref = reference_extended_log_probs(p, seq, L, item_index, pool)
+            np.testing.assert_allclose(fast[i, j, : len(seq) + 1], ref, rtol=0, atol=1e-10)
+            np.testing.assert_allclose(tracked[i, j, : len(seq) + 1].numpy(), ref, rtol=0, atol=1e-10)
+    # The extensions matter for these sequences (so the comparison above tests them).
+    plain = frm.CMRParams(**{**params[0].to_dict(), "Lff_f": 0.0, "Lff_b": 0.0, "B_restart": 0.0})
+    assert abs(sum(reference_extended_log_probs(plain, seqs[0], L, item_index, pool))
+               - fast[0, 0, : len(seqs[0]) + 1].sum()) > 0.1

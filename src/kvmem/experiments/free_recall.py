@@ -2,7 +2,13 @@
 
 The context maintenance and retrieval model (CMR; Polyn, Norman & Kahana 2009) stores each
 studied item as the value of a slowly drifting context key (:mod:`kvmem.context`,
-:mod:`kvmem.paradigms.free_recall`). Its parameters are fitted by maximum likelihood
+:mod:`kvmem.paradigms.free_recall`). ``Config.model`` picks standard CMR (``"cmr"``) or
+an extension of it (:data:`kvmem.paradigms.free_recall_fit.MODELS`): associative chaining
+at recall (``"cmr-chain"``), and chaining plus a return to the start-of-list context after
+each recall (``"cmr-chain-restart"``, the full profile's model, chosen because standard
+CMR failed the SPC and lag-CRP claims). With ``Config.compare`` a second model is fitted
+to the same subjects for a likelihood comparison (AIC, BIC) and its own simulated curves.
+Its parameters are fitted by maximum likelihood
 (differential evolution over the exact likelihood of every recall and stop event,
 :mod:`kvmem.paradigms.free_recall_fit`) to each subject of the PEERS no-task data shipped
 with psifr (126 subjects x 28 lists of 16 words), and to all fitted subjects pooled. Each
@@ -33,7 +39,7 @@ import pandas as pd
 
 from ..paradigms import free_recall as frm
 from ..paradigms import free_recall_fit as fitm
-from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import Claim, Experiment, Progress, Result, register, resolve_device, torch_threads
 
 INSIDE_MIN = 0.5  # "most points": at least half
 EFFECT_MIN = 0.05  # primacy / recency: position 1 / L above the middle positions by this much
@@ -47,8 +53,14 @@ class Config:
 
     Attributes:
         dataset: psifr sample data to fit (``"peers_notask"``).
+        model: the model fitted, simulated and judged by the claims: a name in
+            :data:`kvmem.paradigms.free_recall_fit.MODELS` (``"cmr"``, ``"cmr-chain"``,
+            ``"cmr-chain-restart"``).
+        compare: another model name, fitted per subject with the same search for a
+            likelihood comparison and its own simulated curves (not used by the claims);
+            None: no comparison.
         n_subjects: fit the first ``n_subjects`` subjects (sorted by id); None: all.
-        popsize: differential evolution population per free parameter (10 free).
+        popsize: differential evolution population per free parameter.
         maxiter: generations at most per subject.
         tol: DE's relative convergence tolerance.
         pooled_seeds: the pooled fit starts from the best per-subject parameter sets of this
@@ -58,13 +70,20 @@ class Config:
         list_lengths: list lengths of the list-length simulation (pooled parameters).
         length_lists: simulated lists per list length.
         workers: Dask local-cluster workers for the per-subject fits (None: in-process).
-        warm_start: start each subject's search with PEERS' pooled fit
-            (:data:`kvmem.paradigms.free_recall_fit.PEERS_POOLED`, from the full profile)
-            as one member of the first population; for short searches (quick profile).
+        warm_start: start each subject's search with PEERS' pooled standard-CMR fit
+            (:data:`kvmem.paradigms.free_recall_fit.PEERS_POOLED`, with any extension's
+            parameters at 0, i.e. off) as one member of the first population; for short
+            searches (quick profile).
         confidence: level of the bands over subjects (t interval of the mean).
+        device: checked like every experiment's (``'cpu'``, ``'cuda'`` or ``'cuda:N'``), but
+            this experiment computes on the CPU whatever the device: its fits are many small
+            float64 likelihood evaluations spread over CPU (Dask) workers, and the likelihood
+            has no GPU path yet.
     """
 
     dataset: str = "peers_notask"
+    model: str = "cmr"
+    compare: str | None = None
     n_subjects: int | None = None
     popsize: int = 6
     maxiter: int = 100
@@ -77,15 +96,26 @@ class Config:
     workers: int | None = 2
     warm_start: bool = False
     confidence: float = 0.95
+    device: str = "cpu"
 
 
 QUICK = Config(n_subjects=3, popsize=3, maxiter=15, tol=0.01, pooled_seeds=3, pooled_maxiter=3, n_rep=2,
                list_lengths=(8, 16, 32), length_lists=200, workers=None, warm_start=True)
+FULL = Config(model="cmr-chain-restart", compare="cmr")
 
 
 def _check_config(config: Config) -> None:
+    resolve_device(config.device)
     if config.dataset not in ("peers_notask", "Morton2013"):
         raise ValueError(f"dataset: expected 'peers_notask' or 'Morton2013', got {config.dataset!r}")
+    fitm.model_bounds(config.model)
+    if config.compare is not None:
+        if config.compare == config.model:
+            raise ValueError(f"compare: expected a model other than model = {config.model!r}, or None")
+        try:
+            fitm.model_bounds(config.compare)
+        except ValueError:
+            raise ValueError(f"compare: expected None or one of {sorted(fitm.MODELS)}, got {config.compare!r}") from None
     if config.n_subjects is not None and config.n_subjects < 2:
         raise ValueError(f"n_subjects: expected None or at least 2 (bands over subjects), got {config.n_subjects}")
     for name in ("popsize", "maxiter", "pooled_seeds", "pooled_maxiter", "n_rep", "length_lists"):
@@ -137,16 +167,22 @@ def _curves(table: pd.DataFrame, source: str, confidence: float) -> dict[str, pd
     return out
 
 
-def _pooled_init(fits: dict[Any, fitm.FitResult], n: int, seed: int) -> np.ndarray:
+def _pooled_init(fits: dict[Any, fitm.FitResult], n: int, seed: int,
+                 bounds: dict[str, tuple[float, float]] | None = None) -> np.ndarray:
     """The pooled fit's first population: per-subject best parameters spread over the range
     of fit quality, topped up with uniform draws to at least five members (DE's minimum).
 
     DE keeps a member until a trial beats it, so the pooled fit is never worse than the
     best of these per-subject parameter sets on the pooled data.
+
+    Args:
+        bounds: the model's free parameters and bounds, in the fit's order (default
+            standard CMR's, :data:`kvmem.paradigms.free_recall_fit.DEFAULT_BOUNDS`).
     """
-    names = list(fitm.DEFAULT_BOUNDS)
-    lo = np.array([fitm.DEFAULT_BOUNDS[k][0] for k in names])
-    hi = np.array([fitm.DEFAULT_BOUNDS[k][1] for k in names])
+    bounds = fitm.DEFAULT_BOUNDS if bounds is None else bounds
+    names = list(bounds)
+    lo = np.array([bounds[k][0] for k in names])
+    hi = np.array([bounds[k][1] for k in names])
     ranked = sorted(fits.values(), key=lambda r: r.logl / r.n)
     idx = np.unique(np.linspace(0, len(ranked) - 1, min(n, len(ranked))).round().astype(int))
     pop = np.array([[getattr(ranked[i].params, k) for k in names] for i in idx])
@@ -180,6 +216,42 @@ def _observed_list_lengths(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("list_length").reset_index(drop=True)
 
 
+def _warm_start(bounds: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """PEERS' pooled standard-CMR fit as a starting point in ``bounds``' space: the
+    parameters of an extension start at their lower bound (0, i.e. off)."""
+    return {n: fitm.PEERS_POOLED.get(n, b[0]) for n, b in bounds.items()}
+
+
+def _fit_rows(fits: dict[Any, fitm.FitResult], baseline: dict[Any, float], model: str) -> pd.DataFrame:
+    rows = []
+    for s, r in fits.items():
+        rows.append({"subject": s, "model": model, **r.row(), "baseline_logl": baseline[s],
+                     "logl_per_event": r.logl / r.n, "gain_per_event": (r.logl - baseline[s]) / r.n,
+                     "bic": r.k * math.log(r.n) - 2 * r.logl})
+    return pd.DataFrame(rows)
+
+
+def _model_summary(model: str, fits_table: pd.DataFrame, curves: dict[str, pd.DataFrame],
+                   observed: dict[str, pd.DataFrame], n_events: int) -> dict[str, Any]:
+    """Summed likelihood, AIC/BIC of the individual fits, and the curve checks of one model."""
+    logl = float(fits_table["logl"].sum())
+    k = float(fits_table["k"].sum())
+    row: dict[str, Any] = {"model": model, "k_per_subject": int(fits_table["k"].iloc[0]), "logl_total": logl,
+                           "aic": 2 * k - 2 * logl, "bic": k * math.log(n_events) - 2 * logl,
+                           # Each subject's BIC with its own number of events, summed.
+                           "bic_per_subject_sum": float(fits_table["bic"].sum()),
+                           "fits_converged": int(fits_table["success"].sum())}
+    for name, x in (("spc", "position"), ("pfr", "position"), ("crp", "lag")):
+        both = pd.concat([observed[name], curves[name].assign(source="simulated")], ignore_index=True)
+        row[f"{name}_inside"] = _inside(both, x)[0]
+        obs = observed[name].set_index(x)["mean"]
+        sim = curves[name].set_index(x)["mean"]
+        common = obs.index.intersection(sim.index)
+        row[f"{name}_rmse"] = float(np.sqrt(((obs[common] - sim[common]) ** 2).mean()))
+    row["primacy"], row["recency"] = _primacy_recency(curves["spc"])
+    return row
+
+
 def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> Result:
     """Fit every subject and the pooled data, simulate, and compare curves."""
     _check_config(config)
@@ -190,46 +262,59 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
         subjects = subjects[: config.n_subjects]
     table = table[table["subject"].isin(subjects)].reset_index(drop=True)
     data = fitm.prepare_data(table)
-    progress.total(len(subjects) + 3)
-    fit_kwargs = {"popsize": config.popsize, "maxiter": config.maxiter, "tol": config.tol,
-                  "x0": fitm.PEERS_POOLED if config.warm_start else None}
+    models = [config.model] + ([config.compare] if config.compare is not None else [])
+    progress.total(len(subjects) * len(models) + 3 + (len(models) - 1))
+    baseline = fitm.baseline_log_likelihood(data)
+    all_fits: dict[str, dict[Any, fitm.FitResult]] = {}
+    sims: dict[str, pd.DataFrame] = {}
     with torch_threads(1):
-        fits = fitm.fit_subjects(data, subjects, workers=config.workers, seed=seed,
-                                 on_result=lambda s, r: progress.advance(), **fit_kwargs)
-        pooled = fitm.fit(data, maxiter=config.pooled_maxiter, tol=config.tol, seed=seed,
-                          init=_pooled_init(fits, config.pooled_seeds, seed))
+        for model in models:
+            bounds = fitm.model_bounds(model)
+            fit_kwargs = {"free": bounds, "popsize": config.popsize, "maxiter": config.maxiter, "tol": config.tol,
+                          "x0": _warm_start(bounds) if config.warm_start else None}
+            all_fits[model] = fitm.fit_subjects(data, subjects, workers=config.workers, seed=seed,
+                                                on_result=lambda s, r: progress.advance(), **fit_kwargs)
+            sims[model] = frm.simulate({s: all_fits[model][s].params for s in subjects}, study_table=table,
+                                       n_rep=config.n_rep, seed=seed)
+            if model != config.model:
+                progress.advance()
+        fits = all_fits[config.model]
+        bounds = fitm.model_bounds(config.model)
+        pooled = fitm.fit(data, free=bounds, maxiter=config.pooled_maxiter, tol=config.tol, seed=seed,
+                          init=_pooled_init(fits, config.pooled_seeds, seed, bounds))
         progress.advance()
-        baseline = fitm.baseline_log_likelihood(data)
-        sim = frm.simulate({s: fits[s].params for s in subjects}, study_table=table, n_rep=config.n_rep, seed=seed)
         progress.advance()
         lengths = _list_length_effect(pooled.params, config, seed)
     observed = _curves(table, "observed", config.confidence)
     other = "Morton2013" if config.dataset == "peers_notask" else "peers_notask"
     observed_lengths = _observed_list_lengths({config.dataset: table, other: fitm.load_sample(other)})
-    simulated = _curves(sim, "simulated", config.confidence)
+    curves = {m: _curves(sims[m], "simulated" if m == config.model else f"simulated ({m})", config.confidence)
+              for m in models}
     progress.advance()
 
-    fit_rows = []
-    for s in subjects:
-        r = fits[s]
-        fit_rows.append({"subject": s, **r.row(), "baseline_logl": baseline[s], "logl_per_event": r.logl / r.n,
-                         "gain_per_event": (r.logl - baseline[s]) / r.n, "bic": r.k * math.log(r.n) - 2 * r.logl})
-    fits_table = pd.DataFrame(fit_rows)
+    fit_tables = {m: _fit_rows(all_fits[m], baseline, m) for m in models}
+    fits_table = fit_tables[config.model]
     sum_indiv = float(fits_table["logl"].sum())
-    pooled_table = pd.DataFrame([{**pooled.row(), "sum_individual_logl": sum_indiv,
+    pooled_table = pd.DataFrame([{"model": config.model, **pooled.row(), "sum_individual_logl": sum_indiv,
                                   "n_subjects": len(subjects)}])
+    summary = pd.DataFrame([_model_summary(m, fit_tables[m], curves[m], observed, data.n_events) for m in models])
     tables = {
         "fits": fits_table,
         "pooled": pooled_table,
-        "spc": pd.concat([observed["spc"], simulated["spc"]], ignore_index=True),
-        "pfr": pd.concat([observed["pfr"], simulated["pfr"]], ignore_index=True),
-        "crp": pd.concat([observed["crp"], simulated["crp"]], ignore_index=True),
+        "models": summary,
+        "spc": pd.concat([observed["spc"]] + [curves[m]["spc"] for m in models], ignore_index=True),
+        "pfr": pd.concat([observed["pfr"]] + [curves[m]["pfr"] for m in models], ignore_index=True),
+        "crp": pd.concat([observed["crp"]] + [curves[m]["crp"] for m in models], ignore_index=True),
         "list_length": lengths,
         "observed_list_length": observed_lengths,
     }
+    if config.compare is not None:
+        tables["fits_compare"] = fit_tables[config.compare]
     obs_len = int(data.groups[0].list_length)
     scalars = {
         "dataset": config.dataset,
+        "model": config.model,
+        "n_params": int(fits_table["k"].iloc[0]),
         "n_subjects": len(subjects),
         "list_length": obs_len,
         "n_lists": data.n_lists,
@@ -237,7 +322,7 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
         "logl_total_individual": sum_indiv,
         "logl_pooled": pooled.logl,
         "fits_converged": int(fits_table["success"].sum()),
-        # Individual fits against one pooled parameter set (k = 10 per fit, n = all events).
+        # Individual fits against one pooled parameter set (k per fit, n = all events).
         "aic_individual": 2 * float(fits_table["k"].sum()) - 2 * sum_indiv,
         "aic_pooled": 2 * pooled.k - 2 * pooled.logl,
         "bic_individual": float(fits_table["k"].sum()) * math.log(data.n_events) - 2 * sum_indiv,
@@ -246,11 +331,27 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
         "median_gain_per_event": float(fits_table["gain_per_event"].median()),
         "fit_seconds_total": float(fits_table["seconds"].sum()),
     }
+    if config.compare is not None:
+        other_row = summary.iloc[1]
+        scalars.update({
+            "compare": config.compare,
+            "compare_fit_cpu_seconds_total": float(fit_tables[config.compare]["cpu_seconds"].sum()),
+            "compare_logl_total": float(other_row["logl_total"]),
+            # Positive: the claims' model is better by that much (AIC/BIC differences).
+            "logl_gain_over_compare": sum_indiv - float(other_row["logl_total"]),
+            "aic_gain_over_compare": float(other_row["aic"]) - float(summary.iloc[0]["aic"]),
+            "bic_gain_over_compare": float(other_row["bic"]) - float(summary.iloc[0]["bic"]),
+            "bic_per_subject_gain_over_compare": float(other_row["bic_per_subject_sum"])
+            - float(summary.iloc[0]["bic_per_subject_sum"]),
+            "subjects_better_than_compare": int((fits_table["logl"].to_numpy()
+                                                 > fit_tables[config.compare]["logl"].to_numpy()).sum()),
+        })
     return Result(tables=tables, scalars=scalars, config=asdict(config))
 
 
 def plot(result: Result) -> dict[str, Any]:
-    """Four panels: SPC, PFR, lag-CRP (observed bands, simulated lines) and list length."""
+    """Four panels: SPC, PFR, lag-CRP (observed bands, simulated lines; a compared model
+    dashed, without band) and list length."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.8), constrained_layout=True)
@@ -258,6 +359,12 @@ def plot(result: Result) -> dict[str, Any]:
                                (axes[1], "pfr", "position", "serial position"),
                                (axes[2], "crp", "lag", "lag")):
         t = result.tables[name]
+        for source in t["source"].unique():
+            if source not in ("observed", "simulated"):
+                part = t[t["source"] == source]
+                sides = (part[part[x] < 0], part[part[x] > 0]) if name == "crp" else (part,)
+                for i, side in enumerate(sides):
+                    ax.plot(side[x], side["mean"], "--", color="tab:blue", label=source if i == 0 else None)
         for source, color in (("observed", "k"), ("simulated", "tab:red")):
             part = t[t["source"] == source]
             if name == "crp":
@@ -346,7 +453,7 @@ EXPERIMENT = register(
         name="free-recall",
         description="CMR (drifting-context key-value memory) fitted to PEERS free recall: SPC, PFR, lag-CRP, list length.",
         config_type=Config,
-        profiles={"quick": QUICK, "full": Config()},
+        profiles={"quick": QUICK, "full": FULL},
         run=run,
         plot=plot,
         claims=claims,

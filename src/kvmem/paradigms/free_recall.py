@@ -21,6 +21,23 @@ drifting context layer ``c`` (:mod:`kvmem.context`):
   a stop decision with probability ``p_stop(k) = X1 exp(X2 k)`` at output position ``k``
   (clipped to ``[1e-6, 1 - 1e-6]``; 1 once every item is out). A recalled item's context is
   integrated with rate ``B_rec``.
+- Optional associative chaining at recall (``Lff_f``, ``Lff_b``; off by default). This is an
+  extension beyond standard CMR, added because standard CMR fitted to PEERS misses the
+  sharp ``+1`` contiguity peak (experiment ``free-recall``). Chaining models (Kahana 1996,
+  "Associative retrieval processes in free recall") link each studied item directly to its
+  neighbours; here that link is a third key-value memory, item -> item,
+  ``M_ff = Lff_f S + Lff_b S^T`` with ``S`` the shift ``S[i, i + 1] = 1``. After item ``r``
+  is recalled the next choice uses ``a = M_cf c + M_ff f_r``: item ``r + 1`` gains
+  ``Lff_f``, item ``r - 1`` gains ``Lff_b``. The cue is thus compound, the current context
+  plus the just-recalled item (cf. the compound cueing of Lohnas & Kahana 2014). With
+  ``Lff_f = Lff_b = 0`` every result is that of standard CMR.
+- Optional return to the start of the list during recall (``B_restart``; off by default),
+  another extension beyond standard CMR: after each recall (after the ``B_rec`` update) the
+  start-of-list context is reinstated with rate ``B_restart``, the same operation that
+  ``B_start`` performs once before the first recall. It keeps the early items' study
+  contexts in the cue all through recall, so that people's jumps back to the list start
+  after they have begun with the last items can be modelled (cf. the start marker of
+  Henson's 1998 start-end model; Farrell 2012).
 
 This follows cymr's CMR (Morton & Polyn 2016, ``cymr.cmr`` with ``config_loc_cmr``) step for
 step, so likelihoods agree with cymr's (``tests/test_cmr_parity.py``). cymr gives the
@@ -101,6 +118,12 @@ class CMRParams:
         X1, X2: stop probability ``X1 exp(X2 k)`` at output position ``k`` (0-based).
         B_distract: rate of the distractor before each item (0: no distractor), in [0, 1].
         B_retention: rate of the distractor after the last item (0: none), in [0, 1].
+        Lff_f, Lff_b: associative chaining at recall (an extension beyond standard CMR, see
+            the module docstring): after item ``r`` is recalled, ``Lff_f`` is added to the
+            activation of item ``r + 1`` and ``Lff_b`` to that of item ``r - 1`` for the next
+            choice (>= 0; 0 and 0, the default, is standard CMR).
+        B_restart: rate of reinstating the start-of-list context after each recall, in
+            [0, 1] (an extension beyond standard CMR; 0, the default, is standard CMR).
 
     Example:
         >>> CMRParams(B_enc=0.6).B_enc
@@ -127,6 +150,9 @@ class CMRParams:
     X2: float = 1.0
     B_distract: float = 0.0
     B_retention: float = 0.0
+    Lff_f: float = 0.0
+    Lff_b: float = 0.0
+    B_restart: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -138,7 +164,8 @@ class CMRParams:
 
 
 PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in fields(CMRParams))
-_RATES = ("B_enc", "B_start", "B_rec", "B_distract", "B_retention")
+_RATES = ("B_enc", "B_start", "B_rec", "B_distract", "B_retention", "B_restart")
+_NON_NEGATIVE = ("X1", "Lff_f", "Lff_b")
 
 
 def _check_value(value: Any, name: str) -> None:
@@ -151,8 +178,8 @@ def _check_value(value: Any, name: str) -> None:
         raise ValueError(f"{name}: expected a rate in [0, 1], got {value}")
     if name == "T" and value <= 0:
         raise ValueError(f"T: expected a finite number > 0, got {value:g}")
-    if name == "X1" and value < 0:
-        raise ValueError(f"X1: expected a number >= 0, got {value}")
+    if name in _NON_NEGATIVE and value < 0:
+        raise ValueError(f"{name}: expected a number >= 0, got {value}")
 
 
 def param_batch(params: Any) -> dict[str, torch.Tensor]:
@@ -211,8 +238,9 @@ def param_batch(params: Any) -> dict[str, torch.Tensor]:
             raise ValueError(f"{name}: expected rates in [0, 1], got {t.tolist()}")
     if (out["T"] <= 0).any():
         raise ValueError(f"T: expected numbers > 0, got {out['T'].tolist()}")
-    if (out["X1"] < 0).any():
-        raise ValueError(f"X1: expected numbers >= 0, got {out['X1'].tolist()}")
+    for name in _NON_NEGATIVE:
+        if (out[name] < 0).any():
+            raise ValueError(f"{name}: expected numbers >= 0, got {out[name].tolist()}")
     return out
 
 
@@ -430,14 +458,16 @@ def recall_log_probs(state: StudyState, params: Any, recalls: Any, n_recall: Any
     """Log-probability of each event of observed recall sequences, stop events included.
 
     Event ``k < n`` of a list is "not stopping, then recalling ``recalls[k]``": probability
-    ``(1 - p_stop(k)) exp(2 a_r / T) / sum_j exp(2 a_j / T)`` over the items not yet recalled.
+    ``(1 - p_stop(k)) exp(2 a_r / T) / sum_j exp(2 a_j / T)`` over the items not yet recalled,
+    with ``a = M_cf c`` (plus ``M_ff f_(recalls[k - 1])`` when chaining is on).
     Event ``n`` is stopping, ``p_stop(n)``. Each probability is floored at :data:`P_FLOOR`
     before the log, as cymr does. The choice rule is evaluated as a log-softmax (no
     overflow at small ``T``); otherwise the arithmetic is cymr's.
 
     Args:
         state: the study phase (:func:`study`), ``P`` parameter sets.
-        params: the same parameter sets (``B_rec``, ``T``, ``X1``, ``X2`` are used here).
+        params: the same parameter sets (``B_rec``, ``T``, ``X1``, ``X2``, ``Lff_f``,
+            ``Lff_b``, ``B_restart`` are used here).
         recalls: 0-based serial positions in output order, padded after ``n_recall``.
         n_recall: number of recalls of each list.
         return_contexts: also return the context cueing each event.
@@ -461,11 +491,22 @@ def recall_log_probs(state: StudyState, params: Any, recalls: Any, n_recall: Any
     return _recall_log_probs(state, p, r, n, return_contexts)
 
 
+def _chain_matrix(p: dict[str, torch.Tensor], L: int) -> torch.Tensor | None:
+    """``M_ff`` of associative chaining, ``[P, L, L]`` with row ``r`` the boost after recalling
+    ``r`` (``Lff_f`` at ``r + 1``, ``Lff_b`` at ``r - 1``); None when chaining is off."""
+    if not bool((p["Lff_f"] != 0).any() or (p["Lff_b"] != 0).any()):
+        return None
+    P = p["Lff_f"].numel()
+    shift = torch.diag(torch.ones(L - 1, dtype=DTYPE), 1)  # shift[r, r + 1] = 1
+    return p["Lff_f"].view(P, 1, 1) * shift + p["Lff_b"].view(P, 1, 1) * shift.T
+
+
 def _recall_log_probs(state: StudyState, p: dict[str, torch.Tensor], r: torch.Tensor, n: torch.Tensor,
                       return_contexts: bool = False) -> Any:
     """:func:`recall_log_probs` on checked input (the likelihood's inner loop)."""
     P = p["T"].numel()
     L = state.list_length
+    chain = _chain_matrix(p, L)
     N, K = r.shape
     D = state.context.shape[-1]
     p_stop = stop_probability(L, p["X1"], p["X2"])  # [P, L + 1]
@@ -474,6 +515,9 @@ def _recall_log_probs(state: StudyState, p: dict[str, torch.Tensor], r: torch.Te
     fc_unit = state.fc / state.fc.norm(dim=-1, keepdim=True)
     inv_t = (2.0 / p["T"]).view(P, 1, 1)
     beta = p["B_rec"].view(P, 1)
+    b_restart = p["B_restart"].view(P, 1)
+    restart = bool((p["B_restart"] > 0).any())
+    s_unit = L + 1  # the start unit
     # Lists sorted by length of recall, longest first: at output k the lists still
     # recalling are a prefix, and the work shrinks as lists stop.
     order = torch.argsort(n, descending=True, stable=True)
@@ -493,12 +537,18 @@ def _recall_log_probs(state: StudyState, p: dict[str, torch.Tensor], r: torch.Te
         # item activations a = M_cf c and the cosines e = fcu . c with every item's input:
         # after recalling r, a <- rho a + B (M_cf fcu_r) and e <- rho e + B (fcu . fcu_r),
         # with rho from e_r. Both updates read one row of a table built once per parameter
-        # set, which replaces a batched product per step by a gather.
+        # set, which replaces a batched product per step by a gather. The start unit's value
+        # c_s is tracked too (column 2L), for the restart update with input e_start:
+        # a <- rho a + B M_cf[:, s], e <- rho e + B fcu[:, s], c_s <- rho c_s + B.
         c0 = state.context.unsqueeze(-1)  # [P, D, 1]
-        start = torch.cat([torch.bmm(state.cf, c0), torch.bmm(fc_unit, c0)], dim=1).squeeze(-1)  # [P, 2L]
+        start = torch.cat([torch.bmm(state.cf, c0), torch.bmm(fc_unit, c0), c0[:, s_unit:s_unit + 1]],
+                          dim=1).squeeze(-1)  # [P, 2L + 1]
         fcu_t = fc_unit.transpose(1, 2)
-        table = torch.cat([torch.bmm(state.cf, fcu_t).transpose(1, 2), torch.bmm(fc_unit, fcu_t)], dim=-1)
-        z = start.unsqueeze(1).expand(P, N, 2 * L).clone()
+        table = torch.cat([torch.bmm(state.cf, fcu_t).transpose(1, 2), torch.bmm(fc_unit, fcu_t),
+                           fc_unit[:, :, s_unit:s_unit + 1]], dim=-1)  # [P, L, 2L + 1]
+        s_row = torch.cat([state.cf[:, :, s_unit], fc_unit[:, :, s_unit], torch.ones(P, 1, dtype=DTYPE)],
+                          dim=-1).unsqueeze(1)  # [P, 1, 2L + 1]
+        z = start.unsqueeze(1).expand(P, N, 2 * L + 1).clone()
     for k in range(k_max + (1 if return_contexts else 0)):
         if return_contexts:
             contexts[:, :, k] = c
@@ -511,6 +561,8 @@ def _recall_log_probs(state: StudyState, p: dict[str, torch.Tensor], r: torch.Te
         else:
             zk = z[:, :m]
             act = zk[..., :L]
+        if chain is not None and k > 0:
+            act = act + chain[:, r[:m, k - 1]]  # the compound cue: context plus the last item
         act = act.clamp_min(AMIN).mul_(inv_t)  # [P, m, L]
         act.masked_fill_(ex, -math.inf)
         top = act.amax(-1, keepdim=True)
@@ -520,9 +572,15 @@ def _recall_log_probs(state: StudyState, p: dict[str, torch.Tensor], r: torch.Te
         ex[rows_k, rk] = True
         if return_contexts:
             c[:, :m] = _integrate(c[:, :m], fc_unit[:, rk], beta)
+            if restart:
+                c[:, :m] = _integrate_unit(c[:, :m], s_unit, b_restart)
         elif k + 1 < k_max:
             rho = tcm_rho(zk[:, rows_k, L + rk], beta)
-            z[:, :m] = rho.unsqueeze(-1) * zk + beta.unsqueeze(-1) * table[:, rk]
+            zk = rho.unsqueeze(-1) * zk + beta.unsqueeze(-1) * table[:, rk]
+            if restart:
+                rho = tcm_rho(zk[..., 2 * L], b_restart)
+                zk = rho.unsqueeze(-1) * zk + b_restart.unsqueeze(-1) * s_row
+            z[:, :m] = zk
     stop = torch.log(p_stop.gather(1, n_sorted.view(1, N).expand(P, N)).clamp(P_FLOOR, 1.0))
     out.scatter_(2, n_sorted.view(1, N, 1).expand(P, N, 1), stop.unsqueeze(-1))
     inverse = torch.empty_like(order)
@@ -538,7 +596,9 @@ def generate(params: Any, list_length: int, n_lists: int, *, generator: torch.Ge
     """Simulate free recall of ``n_lists`` lists for each of ``P`` parameter sets.
 
     At output position ``k`` a list stops with probability ``p_stop(k)``; otherwise it
-    recalls an item drawn by the choice rule, and the item's context is integrated.
+    recalls an item drawn by the choice rule (with chaining, cued by the context and the
+    last recalled item), and the item's context is integrated (then, with ``B_restart``,
+    the start-of-list context).
 
     Args:
         params: parameter set(s) (:func:`param_batch`).
@@ -568,6 +628,9 @@ def generate(params: Any, list_length: int, n_lists: int, *, generator: torch.Ge
     cf_t = state.cf.transpose(1, 2)
     inv_t = (2.0 / p["T"]).view(P, 1, 1)
     beta = p["B_rec"].view(P, 1)
+    b_restart = p["B_restart"].view(P, 1).expand(P, n_lists)
+    restart = bool((p["B_restart"] > 0).any())
+    chain = _chain_matrix(p, L)
     c = state.context.unsqueeze(1).expand(P, n_lists, D).clone()
     excluded = torch.zeros(P, n_lists, L, dtype=torch.bool)
     stopped = torch.zeros(P, n_lists, dtype=torch.bool)
@@ -578,7 +641,12 @@ def generate(params: Any, list_length: int, n_lists: int, *, generator: torch.Ge
         stopped |= u_stop < p_stop[:, k].view(P, 1)
         if bool(stopped.all()):
             break
-        act = torch.bmm(c, cf_t).clamp_min(AMIN) * inv_t
+        act = torch.bmm(c, cf_t)
+        if chain is not None and k > 0:
+            # Row out[:, :, k - 1] of a stopped list is -1, but its draw is discarded anyway.
+            prev = out[:, :, k - 1].clamp_min(0)
+            act = act + torch.gather(chain, 1, prev.unsqueeze(-1).expand(P, n_lists, L))
+        act = act.clamp_min(AMIN) * inv_t
         prob = torch.softmax(act.masked_fill(excluded, -math.inf), dim=-1)
         # Inverse-CDF draw; the clamp keeps a rounding shortfall in the last bin off
         # excluded items.
@@ -590,7 +658,10 @@ def generate(params: Any, list_length: int, n_lists: int, *, generator: torch.Ge
         out[:, :, k] = torch.where(go, pick, -1)
         excluded |= torch.nn.functional.one_hot(pick, L).bool() & go.unsqueeze(-1)
         c_in = torch.gather(fc_unit, 1, pick.unsqueeze(-1).expand(P, n_lists, D))
-        c = torch.where(go.unsqueeze(-1), _integrate(c, c_in, beta), c)
+        c_new = _integrate(c, c_in, beta)
+        if restart:
+            c_new = _integrate_unit(c_new, L + 1, b_restart)
+        c = torch.where(go.unsqueeze(-1), c_new, c)
     return out
 
 

@@ -13,6 +13,9 @@ evaluating the whole population in one batched call per generation
 
 The default search frees the ten parameters of Morton & Polyn's (2016) localist CMR,
 with ``Dfc = 1 - Lfc``, ``Dcf = 1 - Lcf`` and ``Afc = Acf = 0`` (:data:`DEFAULT_BOUNDS`).
+:data:`MODELS` names this model ``"cmr"`` and two extensions beyond it (associative
+chaining, and chaining with a return to the start-of-list context after each recall);
+:func:`model_bounds` gives each one's free parameters.
 
 Example:
     >>> from kvmem.paradigms.free_recall import CMRParams, simulate
@@ -38,11 +41,12 @@ import numpy as np
 import torch
 
 from .._checks import check_int
-from .free_recall import PARAM_NAMES, CMRParams, _check_recalls, _recall_log_probs, _study, param_batch
+from .free_recall import _RATES, PARAM_NAMES, CMRParams, _check_recalls, _recall_log_probs, _study, param_batch
 
 __all__ = [
     "DEFAULT_BOUNDS",
     "FitResult",
+    "MODELS",
     "PEERS_POOLED",
     "ListGroup",
     "RecallData",
@@ -52,6 +56,7 @@ __all__ = [
     "fit_subjects",
     "load_sample",
     "log_likelihood",
+    "model_bounds",
     "prepare_data",
 ]
 
@@ -68,6 +73,36 @@ DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
     "X2": (0.0, 5.0),
 }
 """Free parameters and search bounds of the default fit (Dfc = 1 - Lfc, Dcf = 1 - Lcf)."""
+
+MODELS: dict[str, dict[str, tuple[float, float]]] = {
+    "cmr": dict(DEFAULT_BOUNDS),
+    "cmr-chain": {**DEFAULT_BOUNDS, "Lff_f": (0.0, 1.0), "Lff_b": (0.0, 1.0)},
+    "cmr-chain-restart": {**DEFAULT_BOUNDS, "Lff_f": (0.0, 1.0), "Lff_b": (0.0, 1.0), "B_restart": (0.0, 1.0)},
+}
+"""Named models and their free parameters with search bounds (all with Dfc = 1 - Lfc,
+Dcf = 1 - Lcf, Afc = Acf = 0; parameters not listed keep their defaults, i.e. off):
+
+- ``"cmr"``: standard localist CMR (:data:`DEFAULT_BOUNDS`; 10 parameters).
+- ``"cmr-chain"``: plus associative chaining at recall, ``Lff_f`` and ``Lff_b`` (12).
+- ``"cmr-chain-restart"``: plus reinstating the start-of-list context after each recall
+  with rate ``B_restart`` (13).
+
+The last two are extensions beyond standard CMR (see :mod:`kvmem.paradigms.free_recall`)."""
+
+
+def model_bounds(model: str) -> dict[str, tuple[float, float]]:
+    """The free parameters and bounds of a named model (a copy of ``MODELS[model]``).
+
+    Raises:
+        ValueError: an unknown model name.
+
+    Example:
+        >>> sorted(set(model_bounds("cmr-chain")) - set(model_bounds("cmr")))
+        ['Lff_b', 'Lff_f']
+    """
+    if not isinstance(model, str) or model not in MODELS:
+        raise ValueError(f"model: expected one of {sorted(MODELS)}, got {model!r}")
+    return dict(MODELS[model])
 
 PEERS_POOLED: dict[str, float] = {
     "B_enc": 0.651409, "B_start": 0.280060, "B_rec": 0.712163, "Lfc": 0.386262, "Lcf": 0.668212,
@@ -504,11 +539,11 @@ def fit(data: RecallData, *, free: Mapping[str, tuple[float, float]] | None = No
 
 def _inside_domain(name: str, low: float, high: float) -> bool:
     """Whether every value in ``[low, high]`` is valid for parameter ``name``."""
-    if name in ("B_enc", "B_start", "B_rec", "B_distract", "B_retention"):
+    if name in _RATES:
         return low >= 0.0 and high <= 1.0
     if name == "T":
         return low > 0.0
-    if name == "X1":
+    if name in ("X1", "Lff_f", "Lff_b"):
         return low >= 0.0
     return True
 
