@@ -54,3 +54,11 @@ def test_only_documented_errors_and_no_nan(which, writes, query):
     if not mem.is_empty:
         state = mem.state_dict()
         assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+
+
+def test_overwriting_a_full_memory_with_zero_width_pairs():
+    # Found by the property test above: the overwrite path reshaped with -1, which is
+    # ambiguous for tensors of zero elements (keys and values of width 0).
+    mem = kvmem.SlotMemory(similarity="neg_euclidean", separation="hardmax", capacity=3, overwrite="lru")
+    mem.write(torch.zeros(4, 0), torch.zeros(4, 0))
+    assert len(mem) == 3 and mem.read(torch.zeros(2, 0)).shape == (2, 0)

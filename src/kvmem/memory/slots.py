@@ -183,12 +183,14 @@ class SlotMemory(Memory):
     def _overwrite(self, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Write pairs into a full memory, one at a time, each into the slot the policy picks."""
         batch = keys.shape[:-2]
-        flat_k = keys.reshape(-1, *keys.shape[-2:])
-        flat_v = values.reshape(-1, *values.shape[-2:])
-        mk = self.keys.reshape(-1, *self.keys.shape[-2:]).clone()
-        mv = self.values.reshape(-1, *self.values.shape[-2:]).clone()
-        wa = self.written_at.reshape(-1, self.written_at.shape[-1]).clone()
-        lu = self.last_used.reshape(-1, self.last_used.shape[-1]).clone()
+        # Explicit leading sizes: reshape(-1, ...) is ambiguous for zero-width keys or values.
+        b = batch.numel()
+        flat_k = keys.reshape(b, *keys.shape[-2:])
+        flat_v = values.reshape(b, *values.shape[-2:])
+        mk = self.keys.reshape(b, *self.keys.shape[-2:]).clone()
+        mv = self.values.reshape(b, *self.values.shape[-2:]).clone()
+        wa = self.written_at.reshape(b, self.written_at.shape[-1]).clone()
+        lu = self.last_used.reshape(b, self.last_used.shape[-1]).clone()
         rows = torch.arange(mk.shape[0], device=mk.device)
         gen = None
         if self.overwrite == "random":

@@ -7,8 +7,10 @@
 - Delta rule: ``M <- M + beta k_n^T (v_n - k_n M)`` pair after pair. The recurrence does
   ``k_n M`` and the outer product, 4 N D^2 FLOPs; the chunked form it runs here does more
   (Gram matrices and triangular solves add about ``3 C D`` FLOPs per pair for blocks of
-  C pairs, 64 on the CPU and 512 on a GPU: ``extra["chunked_flop"]``), which the bound
-  does not credit.
+  C pairs: 32 in the compiled numba loop, 64 on the torch CPU path, 512 on a GPU;
+  ``extra["chunked_flop"]``), which the bound does not credit. ``extra["delta_backend"]``
+  records which path ran (``"numba"`` or ``"torch"``, see
+  :mod:`kvmem.memory._matrix_numba`) and ``extra["blas"]`` the numba path's BLAS.
 
 The bound is one square ``torch.matmul`` of the same FLOP count as the rule (2 N D^2 and
 4 N D^2), timed in turns with the write (:func:`~kvmem.bench.base.time_pair`; the GEMM's
@@ -38,6 +40,7 @@ import torch
 import kvmem
 from kvmem.bench.base import BenchRow
 from kvmem.bench.cases.slot_read import paired
+from kvmem.memory import _matrix_numba
 from kvmem.memory import matrix as _matrix
 
 FULL = {"pairs": 10**6, "dim": 128, "chunk": 65536, "check_pairs": 4096, "repeats": 5}
@@ -59,11 +62,18 @@ def write(rule: str, keys: torch.Tensor, values: torch.Tensor, chunk: int | None
     return mem
 
 
-def chunked_delta_flop(pairs: int, dim: int, device: str = "cpu") -> float:
+def delta_path(pairs: int, dim: int, chunk: int, device: str = "cpu") -> tuple[str, int]:
+    """The path a chunked float32 delta write of ``chunk``-pair chunks takes (``"numba"``
+    or ``"torch"``, as the first chunk decides) and its pairs per block."""
+    backend = _matrix_numba.delta_backend(device, torch.float32, min(chunk, pairs), dim, dim)
+    return backend, (_matrix.DELTA_BLOCK_NUMBA if backend == "numba" else _matrix.delta_block(device))
+
+
+def chunked_delta_flop(pairs: int, dim: int, device: str = "cpu", block: int | None = None) -> float:
     """FLOPs of the chunked delta write (products and solves only): per block of C pairs the
     Gram matrix ``K K^T`` (2 C^2 D), ``V - K S`` and ``K^T U'`` (2 C D^2 each) and the
-    triangular solve (C^2 D)."""
-    c = min(_matrix.delta_block(device), pairs)
+    triangular solve (C^2 D). ``block``: C, by default the torch path's on ``device``."""
+    c = min(block or _matrix.delta_block(device), pairs)
     blocks = -(-pairs // c)
     return blocks * (2.0 * c * c * dim + 2 * 2.0 * c * dim * dim + 1.0 * c * c * dim)
 
@@ -121,11 +131,14 @@ def run(*, quick: bool, device: str, sizes: dict | None = None) -> list[BenchRow
                      "ratio_of_fastest": times["ours_min"] / (times["bound_min"] * scale), "repeats": sz["repeats"],
                      "seconds_each": times["ours_all"], "bound_seconds_each": [t * scale for t in times["bound_all"]],
                      "gemm_side": side, "rel_error": result["rel_error"]}
+            label = "Hebbian, chunked"
             if rule == "delta":
-                cf = chunked_delta_flop(n, d, device)
-                extra.update({"chunked_flop": cf, "chunked_gflop_per_s": cf / ours / 1e9,
-                              "delta_block": _matrix.delta_block(device), "last_pair_error": result["last_pair_error"]})
-            label = "Hebbian, chunked" if rule == "hebbian" else f"delta rule, chunked (blocks of {_matrix.delta_block(device)})"
+                backend, block = delta_path(n, d, chunk, device)
+                cf = chunked_delta_flop(n, d, device, block)
+                extra.update({"chunked_flop": cf, "chunked_gflop_per_s": cf / ours / 1e9, "delta_block": block,
+                              "delta_backend": backend, "blas": _matrix_numba.blas if backend == "numba" else None,
+                              "last_pair_error": result["last_pair_error"]})
+                label = f"delta rule, chunked (blocks of {block}, {backend})"
             rows.append(BenchRow("matrix-writes", label, size, ours,
                                  f"torch.matmul {side}^3, {flop / 1e9:.1f} GFLOP (= {'2' if rule == 'hebbian' else '4'} N D^2)",
                                  gemm, ours / gemm, target, False, result["text"], result["passed"], extra))
