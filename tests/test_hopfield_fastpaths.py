@@ -108,8 +108,8 @@ CASES = [  # batch shape, P, N, cues per memory (None: the stored patterns), dty
 ]
 
 
-def make_case(i, seed):
-    batch, p, n, m, dtype, zero_diagonal, clamp_kind = CASES[i]
+def make_case(i, seed, cases=CASES):
+    batch, p, n, m, dtype, zero_diagonal, clamp_kind = cases[i]
     rng = np.random.default_rng(seed)
     x = rand_pm((*batch, p, n), rng, dtype)
     net = ClassicalHopfield(zero_diagonal=zero_diagonal)

@@ -1,8 +1,8 @@
 """The numba kernel of the synchronous Hebbian dynamics against plain loops and the numpy path.
 
-The reference steps one state at a time with the integer matrix N W = X^T X (minus P on
-the diagonal with a zero diagonal), in numpy int64, for the whole budget: no cycle
-shortcut, no incremental overlaps. The numpy fast path (``_sync_hebbian``) must agree too,
+The reference (``plain_sync`` of ``test_hopfield_fastpaths``) steps one state at a time with
+the integer matrix N W = X^T X (minus P on the diagonal with a zero diagonal), in numpy
+int64, for the whole budget: no cycle shortcut, no incremental overlaps. The numpy fast path (``_sync_hebbian``) must agree too,
 in every output: states, steps moved, converged flags and iterations.
 """
 
@@ -11,6 +11,10 @@ import pytest
 import torch
 
 pytest.importorskip("numba")
+
+import test_hopfield_fastpaths as fastpaths  # noqa: E402
+from test_hopfield_fastpaths import plain_sync, rand_pm  # noqa: E402  (the int64 reference loop)
+from test_hopfield_fastpaths import assert_same as check  # noqa: E402
 
 from kvmem.memory import _hopfield_numba as nb  # noqa: E402
 from kvmem.memory.hopfield import ClassicalHopfield  # noqa: E402
@@ -24,51 +28,6 @@ def backend(monkeypatch):
     return lambda name: monkeypatch.setattr(nb, "backend", name)
 
 
-def rand_pm(shape, rng, dtype=torch.float64):
-    return torch.from_numpy(rng.choice([-1.0, 1.0], size=shape)).to(dtype)
-
-
-def plain_sync(net, cue, clamp, steps):
-    """Per-state int64 loop: (states, steps moved, converged, iterations)."""
-    x = net.patterns.numpy().astype(np.int64)
-    batch, (p, n), m = x.shape[:-2], x.shape[-2:], cue.shape[-2]
-    shape = (*batch, m, n)
-    x = x.reshape(-1, p, n)
-    cues = np.broadcast_to(cue.numpy(), shape).reshape(-1, m, n)
-    keep = np.zeros(shape, dtype=bool) if clamp is None else np.broadcast_to(clamp.numpy(), shape)
-    keep = keep.reshape(-1, m, n)
-    states = cues.copy()
-    moved = np.zeros(cues.shape[:2], dtype=np.int64)
-    done = np.zeros(cues.shape[:2], dtype=bool)
-    last = 0
-    for c in range(x.shape[0]):
-        w = x[c].T @ x[c]
-        if net.zero_diagonal:
-            w -= p * np.eye(n, dtype=np.int64)
-        for k in range(m):
-            s = cues[c, k].astype(np.int64)
-            for t in range(1, steps + 1):
-                last = max(last, t)
-                new = np.where(w @ s >= 0, 1, -1)
-                new[keep[c, k]] = s[keep[c, k]]
-                if np.array_equal(new, s):
-                    done[c, k] = True
-                    break
-                moved[c, k] += 1
-                s = new
-            states[c, k] = s
-    return states.reshape(shape), moved.reshape(shape[:-1]), done.reshape(shape[:-1]), last
-
-
-def check(r, ref, dtype):
-    states, moved, done, iterations = ref
-    assert r.states.dtype == dtype and tuple(r.states.shape) == states.shape
-    assert np.array_equal(r.states.numpy(), states)
-    assert np.array_equal(r.steps.numpy(), moved)
-    assert np.array_equal(r.converged.numpy(), done)
-    assert r.iterations == iterations
-
-
 CASES = [  # batch shape, P, N, cues per memory (None: the stored patterns), dtype, zero diagonal, clamp
     ((), 9, 20, 6, torch.float64, True, None),
     ((3,), 7, 16, None, torch.float32, True, "neurons"),
@@ -80,20 +39,7 @@ CASES = [  # batch shape, P, N, cues per memory (None: the stored patterns), dty
 
 
 def make_case(i, seed):
-    batch, p, n, m, dtype, zero_diagonal, clamp_kind = CASES[i]
-    rng = np.random.default_rng(seed)
-    x = rand_pm((*batch, p, n), rng, dtype)
-    net = ClassicalHopfield(zero_diagonal=zero_diagonal)
-    net.write(x)
-    cue = x.clone() if m is None else rand_pm((*batch, m, n), rng, dtype)
-    if i == 5:
-        cue = cue[0]
-    clamp = None
-    if clamp_kind == "neurons":
-        clamp = torch.from_numpy(rng.random(n) < 0.2)
-    elif clamp_kind == "full":
-        clamp = torch.from_numpy(rng.random(tuple(cue.shape)) < 0.25)
-    return net, cue, clamp, dtype
+    return fastpaths.make_case(i, seed, CASES)
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
