@@ -1,9 +1,8 @@
-"""The ``device`` setting of the biological and memory-phenomena experiments.
+"""CPU against CUDA for the biological and memory-phenomena experiments.
 
-Each experiment takes ``device`` ('cpu', 'cuda' or 'cuda:N') as the last field of its
-config, rejects anything else (and CUDA where there is none) with a ValueError naming
-``device`` before doing any work, and, where CUDA is present, gives on the GPU the numbers
-it gives on the CPU up to floating-point rounding: its random draws come from CPU
+Where CUDA is present, each experiment gives on the GPU the numbers it gives on the CPU up
+to floating-point rounding (the setting itself and its errors are checked for every
+experiment in ``test_experiment_devices.py``): its random draws come from CPU
 generators seeded from ``seed`` and are moved to the device afterwards.
 """
 
@@ -48,35 +47,6 @@ RTOL = 1e-3
 def _quick(name: str, device: str):
     experiment = MODULES[name].EXPERIMENT
     return dataclasses.replace(experiment.profiles["quick"], device=device)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_device_is_the_last_field_and_defaults_to_cpu(name):
-    experiment = MODULES[name].EXPERIMENT
-    fields = dataclasses.fields(experiment.config_type)
-    assert fields[-1].name == "device"
-    assert fields[-1].default == "cpu"
-    # The profiles leave it alone: quick and full run where the default says.
-    for profile in ("quick", "full"):
-        assert experiment.profiles[profile].device == "cpu"
-    # It is documented with the other settings.
-    assert "device:" in experiment.config_type.__doc__
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised where CUDA is absent")
-@pytest.mark.parametrize("name", NAMES)
-def test_cuda_without_cuda_is_rejected(name):
-    with pytest.raises(ValueError, match="device"):
-        MODULES[name].EXPERIMENT.run(_quick(name, "cuda"), seed=0)
-    with pytest.raises(ValueError, match="device"):
-        MODULES[name].EXPERIMENT.run(_quick(name, "cuda:0"), seed=0)
-
-
-@pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("bad", ["tpu", "gpu", "", "cuda:x"])
-def test_unknown_device_is_rejected(name, bad):
-    with pytest.raises(ValueError, match="device"):
-        MODULES[name].EXPERIMENT.run(_quick(name, bad), seed=0)
 
 
 # -- CPU vs CUDA --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The core experiments take a ``device`` setting: bad devices fail early, CUDA matches the CPU.
+"""The core experiments on CUDA match the CPU (the setting and its errors: ``test_experiment_devices.py``).
 
 Covered: retrieval-basics, capacity, separation-robustness, fig2-key-value-optimization,
 fig3-forgetting-reactivation, learned-vs-fixed-keys and associative-retrieval-capacity.
@@ -122,33 +122,6 @@ def _differences(name: str, cpu, gpu) -> tuple[list[str], list[str]]:
         elif x != y:
             problems.append(f"scalars.{key}: {x!r} vs {y!r}")
     return problems, notes
-
-
-@pytest.mark.parametrize("module", MODULES, ids=IDS)
-def test_device_is_the_last_setting_and_defaults_to_cpu(module):
-    fields = dataclasses.fields(module.EXPERIMENT.config_type)
-    assert fields[-1].name == "device"
-    assert fields[-1].default == "cpu"
-    for profile in module.EXPERIMENT.profiles.values():
-        assert profile.device == "cpu"
-    # The command line's --set parses it as a plain string.
-    assert module.EXPERIMENT.config("quick", {"device": "cuda:0"}).device == "cuda:0"
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
-@pytest.mark.parametrize("module", MODULES, ids=IDS)
-def test_cuda_without_cuda_is_a_value_error(module):
-    config = dataclasses.replace(module.EXPERIMENT.profiles["quick"], device="cuda")
-    with pytest.raises(ValueError, match="device"):
-        module.EXPERIMENT.run(config, seed=0)
-
-
-@pytest.mark.parametrize("bad", ["tpu", "mps", "not a device"])
-@pytest.mark.parametrize("module", MODULES, ids=IDS)
-def test_unknown_device_is_a_value_error(module, bad):
-    config = dataclasses.replace(module.EXPERIMENT.profiles["quick"], device=bad)
-    with pytest.raises(ValueError, match="device"):
-        module.EXPERIMENT.run(config, seed=0)
 
 
 def test_differences_catches_a_changed_number():

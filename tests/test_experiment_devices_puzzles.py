@@ -3,9 +3,9 @@ familiarity-without-recollection, semantic-dementia-vs-amnesia, pattern-separati
 errors-are-memorable.
 
 Each experiment draws its random numbers on the CPU from a seeded generator and moves them
-to ``config.device``, so a seed gives the same draws everywhere. Here (no CUDA) the tests
-check that a CUDA or unknown device is refused with a ValueError naming ``device``; on a
-machine with CUDA they run each quick profile on the CPU and on the GPU and compare the
+to ``config.device``, so a seed gives the same draws everywhere (the setting and its
+errors are checked for every experiment in ``test_experiment_devices.py``). On a machine
+with CUDA these tests run each quick profile on the CPU and on the GPU and compare the
 results (the GPU run is the CPU run's independent reference: same draws, same formulas,
 different kernels and summation orders).
 """
@@ -151,32 +151,6 @@ def compare_results(module_name: str, cpu, gpu) -> list[str]:
         elif not math.isclose(v, w, rel_tol=CONT_RTOL, abs_tol=ROUNDED_ATOL):
             problems.append(f"scalar {key}: {v} vs {w}")
     return problems
-
-
-# -- the setting ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("module", MODULES, ids=IDS)
-def test_device_is_the_last_setting_and_defaults_to_cpu(module):
-    fields = dataclasses.fields(module.EXPERIMENT.config_type)
-    assert fields[-1].name == "device"
-    assert fields[-1].default == "cpu"
-    for profile in module.EXPERIMENT.profiles.values():
-        assert profile.device == "cpu"
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
-@pytest.mark.parametrize("module", MODULES, ids=IDS)
-def test_cuda_without_cuda_is_refused(module):
-    config = dataclasses.replace(module.EXPERIMENT.profiles["quick"], device="cuda")
-    with pytest.raises(ValueError, match="device"):
-        module.EXPERIMENT.run(config, seed=0)
-
-
-@pytest.mark.parametrize("module", MODULES, ids=IDS)
-@pytest.mark.parametrize("device", ["tpu", "cuda:x", ""])
-def test_unknown_device_is_refused(module, device):
-    config = dataclasses.replace(module.EXPERIMENT.profiles["quick"], device=device)
-    with pytest.raises(ValueError, match="device"):
-        module.EXPERIMENT.run(config, seed=0)
 
 
 def test_explicit_cpu_matches_default():

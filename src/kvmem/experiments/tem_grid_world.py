@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 from ..bio.tem import GridWorld, TEMMemory, peak_concentration, rate_maps, shuffled_information
-from .base import Claim, Experiment, Progress, Result, register, torch_threads
+from .base import Claim, Experiment, Progress, Result, register, resolve_device, torch_threads
 
 #: model name -> TEMMemory keyword arguments.
 MODELS: dict[str, dict[str, Any]] = {
@@ -95,6 +95,7 @@ QUICK = Config(worlds=("periodic",), trials=4, second_walk=300, n_shuffles=20)
 
 
 def _check(config: Config) -> None:
+    resolve_device(config.device)
     bad = [w for w in config.worlds if w not in WORLDS]
     if bad or not config.worlds:
         raise ValueError(f"worlds: expected a non-empty subset of {WORLDS}, got {config.worlds}")
