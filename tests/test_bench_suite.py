@@ -71,8 +71,28 @@ def test_dask_scaling_sweep_returns_what_run_task_returns_in_process(monkeypatch
     overrides = {"trials": "2", "n_pairs": "4,8", "noise_levels": "0.0"}
     monkeypatch.setattr(dask_scaling, "EXPERIMENT", "retrieval-basics")
     monkeypatch.setattr(dask_scaling, "OVERRIDES", overrides)
-    _, got = dask_scaling._sweep(2, [0, 1])
+    _, got, task_seconds = dask_scaling._sweep(2, [0, 1])
     for seed in (0, 1):
         value = run_task("retrieval-basics", "quick", overrides, seed)
         assert got[seed] == (value["config"], repr(value["claims"]), tuple(sorted(value["tables"].items())))
     assert got[0] != got[1]  # different seeds give different tables: the comparison is not vacuous
+    assert len(task_seconds) == 2 and all(t > 0 for t in task_seconds)
+
+
+def test_dask_scaling_reports_the_median_of_alternating_pairs(monkeypatch):
+    from kvmem.bench.cases import dask_scaling
+
+    calls, clock = [], iter([4.0, 2.0, 1.0, 3.0, 6.0, 2.0])  # pair ratios 2.0, 3.0, 3.0
+    def fake_sweep(workers, seeds):
+        calls.append(workers)
+        return next(clock), {s: ("same",) for s in seeds}, [0.5] * len(seeds)
+    monkeypatch.setattr(dask_scaling, "_sweep", fake_sweep)
+    row = dask_scaling._measure([0, 1], 3)
+    assert calls == [1, 2, 2, 1, 1, 2]  # the order alternates from pair to pair
+    assert row.extra["pair_ratios"] == [2.0, 3.0, 3.0]
+    assert row.ratio == 3.0 and (row.bound_seconds, row.seconds) == (3.0, 1.0)
+    assert row.check_passed and "median of 3 pairs" in row.size
+
+    outcomes = iter([{0: ("a",)}, {0: ("b",)}])  # a sweep that differs between worker counts
+    monkeypatch.setattr(dask_scaling, "_sweep", lambda w, s: (1.0, next(outcomes), [0.1]))
+    assert not dask_scaling._measure([0], 1).check_passed
