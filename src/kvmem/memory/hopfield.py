@@ -1168,8 +1168,10 @@ class DenseAssociativeMemory(_Hopfield):
 
     Shapes:
         write: patterns ``[..., P, N]`` of +-1; state: patterns.
-        read: states ``[..., M, N]`` -> ``[..., M, N]``. A synchronous step builds a
-        ``[..., M, P, N]`` intermediate.
+        read: states ``[..., M, N]`` -> ``[..., M, N]``. A synchronous step of the
+        polynomial energy is one ``[..., M, P] @ [..., P, N]`` product while
+        6 P (N + 2)^n <= 2^53 (exact; see ``_product_step``); beyond that bound, and for
+        the exponential energy, it builds a ``[..., M, P, N]`` intermediate.
 
     Example:
         >>> import torch
@@ -1230,8 +1232,63 @@ class DenseAssociativeMemory(_Hopfield):
     def _update(self, states, memory=None):
         return self._step(states, self.patterns if memory is None else memory["patterns"])
 
+    def _exact_product(self, p: int, n: int) -> bool:
+        """Whether :meth:`_product_step` is exact for P = ``p`` patterns of N = ``n`` neurons.
+
+        Every number that path forms is an integer of magnitude at most 6 P (N + 2)^n (see
+        :meth:`_product_step`); up to 2^53 each is exactly representable in float64, so
+        every product, sum and difference is exact whatever the order of the sums (a
+        matrix product of any blocking or FMA use only adds exact products).
+        """
+        return self.kind == "polynomial" and 6 * p * (n + 2) ** self.n <= 2 ** 53
+
+    def _power(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x) of integer-valued float64 ``x`` by repeated products: exact while |F| <= 2^53,
+        independent of how the math library rounds ``pow``."""
+        base = x.clamp_min(0) if self.rectified else x
+        out = base
+        for _ in range(self.n - 1):
+            out = out * base
+        return out
+
+    def _product_step(self, states: torch.Tensor, patterns: torch.Tensor) -> torch.Tensor:
+        """:meth:`_step` of the polynomial energy as one matrix product (exact under
+        :meth:`_exact_product`).
+
+        With +-1 entries and overlaps m_mu = xi_mu . s, the overlap without neuron i is
+        r = m_mu - t, t = xi_mu,i s_i. For t = +1 the arguments r +- xi_mu,i are
+        {m_mu, m_mu - 2} and the term F(r + xi_mu,i) - F(r - xi_mu,i) is xi_mu,i A_mu with
+        A_mu = F(m_mu) - F(m_mu - 2); for t = -1 they are {m_mu + 2, m_mu} and the term is
+        xi_mu,i B_mu with B_mu = F(m_mu + 2) - F(m_mu). Writing the factor as
+        (A + B)/2 + t (A - B)/2 and using xi_mu,i t = s_i, twice the field is
+
+            2 h_i = sum_mu xi_mu,i u_mu + s_i sum_mu v_mu,
+            u_mu = F(m_mu + 2) - F(m_mu - 2),   v_mu = 2 F(m_mu) - F(m_mu + 2) - F(m_mu - 2),
+
+        one ``[..., M, P] @ [..., P, N]`` product instead of ``[..., M, P, N]`` temporaries.
+        Twice the field, because u and v are odd for the rectified power at odd overlaps
+        near 0; its sign is that of the field, ties (0) included. Bounds: |m_mu| <= N, so
+        |F| <= K = (N + 2)^n at m_mu and m_mu +- 2, |u| <= 2K, |v| <= 4K (partial results
+        within 3K), every partial sum of the product within 2PK and of sum_mu v within 4PK,
+        and 2 h_i within 6PK: all integers exact in float64 when 6PK <= 2^53, the guard.
+        """
+        x = patterns.double()
+        s = states.double()
+        m = s @ x.transpose(-1, -2)  # [..., M, P] overlaps: integers
+        low, mid, high = self._power(m - 2), self._power(m), self._power(m + 2)
+        u = high - low
+        v = (2 * mid - high) - low
+        return _sign(u @ x + s * v.sum(-1, keepdim=True)).to(states.dtype)
+
     def _step(self, states: torch.Tensor, patterns: torch.Tensor) -> torch.Tensor:
-        """One synchronous step of states ``[..., M, N]`` against ``patterns [..., P, N]``."""
+        """One synchronous step of states ``[..., M, N]`` against ``patterns [..., P, N]``.
+
+        The polynomial energy takes the exact matrix-product form (:meth:`_product_step`)
+        while its numbers provably fit float64's integers; otherwise (huge P, N or n, and
+        the exponential energy) the fields are summed term by term over ``[..., M, P, N]``.
+        """
+        if self._exact_product(patterns.shape[-2], patterns.shape[-1]):
+            return self._product_step(states, patterns)
         x = patterns.double().unsqueeze(-3)  # [..., 1, P, N]
         s = states.double()
         overlaps = s @ patterns.double().transpose(-1, -2)  # [..., M, P]
