@@ -146,9 +146,13 @@ def test_comparison_curves_are_reported_but_not_judged(extended):
     assert len(figs["free-recall"].axes) == 4
 
 
-def test_full_profile_uses_the_extended_model_with_standard_cmr_for_comparison():
+def test_full_profile_uses_the_semantic_model_with_the_localist_one_for_comparison():
     full = exp_fr.EXPERIMENT.config("full")
-    assert full.model == "cmr-chain-restart" and full.compare == "cmr"
+    assert full.model == "cmr-chain-restart-sem" and full.compare == "cmr-chain-restart" and full.nested_start
+    # The comparison model is nested in the claims' model, so nested_start applies.
+    assert set(fitm.model_bounds(full.compare)) < set(fitm.model_bounds(full.model))
+    quick = exp_fr.EXPERIMENT.config("quick")
+    assert quick.model == "cmr" and quick.compare is None and not quick.nested_start
 
 
 @pytest.mark.parametrize("change, match", [

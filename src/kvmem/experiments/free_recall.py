@@ -4,10 +4,13 @@ The context maintenance and retrieval model (CMR; Polyn, Norman & Kahana 2009) s
 studied item as the value of a slowly drifting context key (:mod:`kvmem.context`,
 :mod:`kvmem.paradigms.free_recall`). ``Config.model`` picks standard CMR (``"cmr"``) or
 an extension of it (:data:`kvmem.paradigms.free_recall_fit.MODELS`): associative chaining
-at recall (``"cmr-chain"``), and chaining plus a return to the start-of-list context after
-each recall (``"cmr-chain-restart"``, the full profile's model, chosen because standard
-CMR failed the SPC and lag-CRP claims). With ``Config.compare`` a second model is fitted
-to the same subjects for a likelihood comparison (AIC, BIC) and its own simulated curves.
+at recall (``"cmr-chain"``), chaining plus a return to the start-of-list context after
+each recall (``"cmr-chain-restart"``, chosen because standard CMR failed the SPC and
+lag-CRP claims), and that model with semantic associations between the studied words
+(GloVe cosines in the pre-experimental context-to-item weights, ``"cmr-chain-restart-sem"``,
+the full profile's model, added because ``"cmr-chain-restart"`` still failed the lag-CRP
+claim). With ``Config.compare`` a second model is fitted to the same subjects for a
+likelihood comparison (AIC, BIC) and its own simulated curves.
 Its parameters are fitted by maximum likelihood
 (differential evolution over the exact likelihood of every recall and stop event,
 :mod:`kvmem.paradigms.free_recall_fit`) to each subject of the PEERS no-task data shipped
@@ -55,7 +58,10 @@ class Config:
         dataset: psifr sample data to fit (``"peers_notask"``).
         model: the model fitted, simulated and judged by the claims: a name in
             :data:`kvmem.paradigms.free_recall_fit.MODELS` (``"cmr"``, ``"cmr-chain"``,
-            ``"cmr-chain-restart"``).
+            ``"cmr-chain-restart"``, and with semantic associations ``"cmr-sem"``,
+            ``"cmr-chain-restart-sem"`` (in ``M_cf``), ``"cmr-sem-ff"``,
+            ``"cmr-chain-restart-sem-ff"`` (cued by the last recall); these use the GloVe
+            similarities of the study words, :mod:`kvmem.data.semantic`).
         compare: another model name, fitted per subject with the same search for a
             likelihood comparison and its own simulated curves (not used by the claims);
             None: no comparison.
@@ -74,6 +80,11 @@ class Config:
             (:data:`kvmem.paradigms.free_recall_fit.PEERS_POOLED`, with any extension's
             parameters at 0, i.e. off) as one member of the first population; for short
             searches (quick profile).
+        nested_start: when the comparison model is nested in ``model`` (its free parameters
+            a subset of ``model``'s), fit it first and start each subject's search for
+            ``model`` from that subject's comparison fit (the extra parameters at their
+            lower bound, 0, i.e. off). DE keeps that member until a trial beats it, so
+            ``model``'s fit is never worse than the nested one's.
         confidence: level of the bands over subjects (t interval of the mean).
         device: checked like every experiment's (``'cpu'``, ``'cuda'`` or ``'cuda:N'``), but
             this experiment computes on the CPU whatever the device: its fits are many small
@@ -95,13 +106,18 @@ class Config:
     length_lists: int = 1000
     workers: int | None = 2
     warm_start: bool = False
+    nested_start: bool = False
     confidence: float = 0.95
     device: str = "cpu"
 
 
 QUICK = Config(n_subjects=3, popsize=3, maxiter=15, tol=0.01, pooled_seeds=3, pooled_maxiter=3, n_rep=2,
                list_lengths=(8, 16, 32), length_lists=200, workers=None, warm_start=True)
-FULL = Config(model="cmr-chain-restart", compare="cmr")
+# The full profile's model carries semantic associations (GloVe similarities of the study
+# words in M_cf): added after the localist models, standard and extended, failed the lag-CRP
+# claim. The localist extended model is fitted beside it, and each subject's semantic fit
+# starts from that subject's localist fit (nested_start).
+FULL = Config(model="cmr-chain-restart-sem", compare="cmr-chain-restart", nested_start=True)
 
 
 def _check_config(config: Config) -> None:
@@ -193,10 +209,26 @@ def _pooled_init(fits: dict[Any, fitm.FitResult], n: int, seed: int,
     return np.clip(pop, lo, hi)
 
 
-def _list_length_effect(params: frm.CMRParams, config: Config, seed: int) -> pd.DataFrame:
+def _random_list_similarity(word_vectors: tuple[list[str], Any], length: int, n_lists: int, seed: int) -> Any:
+    """Similarity matrices ``[n_lists, L, L]`` of random lists of distinct words drawn from
+    the vocabulary of ``word_vectors`` (for simulations without study lists)."""
+    from ..data.semantic import semantic_similarity
+
+    words, vectors = word_vectors
+    rng = np.random.default_rng(seed)
+    items = np.array([rng.choice(len(words), length, replace=False) for _ in range(n_lists)])
+    return semantic_similarity(np.asarray(words, dtype=object)[items], words, vectors)
+
+
+def _list_length_effect(params: frm.CMRParams, config: Config, seed: int,
+                        word_vectors: tuple[list[str], Any] | None = None) -> pd.DataFrame:
     rows = []
+    semantic = params.Scf != 0 or params.Sff != 0
     for i, length in enumerate(config.list_lengths):
-        rec = frm.generate(params, length, config.length_lists, generator=seed + 1000 * (i + 1))[0]
+        # With semantics, each simulated list is a random draw of PEERS study words.
+        sim = (_random_list_similarity(word_vectors, length, config.length_lists, seed + 1000 * (i + 1))
+               if semantic else None)
+        rec = frm.generate(params, length, config.length_lists, generator=seed + 1000 * (i + 1), similarity=sim)[0]
         n_rec = (rec >= 0).sum(-1).double()
         rows.append({"list_length": length, "lists": config.length_lists, "p_recall": float(n_rec.mean()) / length,
                      "n_recalled": float(n_rec.mean()), "n_recalled_sd": float(n_rec.std())})
@@ -261,21 +293,37 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
     if config.n_subjects is not None:
         subjects = subjects[: config.n_subjects]
     table = table[table["subject"].isin(subjects)].reset_index(drop=True)
-    data = fitm.prepare_data(table)
     models = [config.model] + ([config.compare] if config.compare is not None else [])
+    # Semantic models need each list's word similarities (GloVe cosines of the study words;
+    # kvmem.data.semantic). Models without semantic weights ignore them.
+    word_vectors = None
+    if any(fitm.model_uses_semantics(m) for m in models):
+        from ..data.semantic import load_word_vectors
+
+        word_vectors = load_word_vectors("peers_glove50")
+    data = fitm.prepare_data(table, word_vectors=word_vectors)
     progress.total(len(subjects) * len(models) + 3 + (len(models) - 1))
     baseline = fitm.baseline_log_likelihood(data)
     all_fits: dict[str, dict[Any, fitm.FitResult]] = {}
     sims: dict[str, pd.DataFrame] = {}
+    nested = (config.nested_start and config.compare is not None
+              and set(fitm.model_bounds(config.compare)) <= set(fitm.model_bounds(config.model)))
     with torch_threads(1):
-        for model in models:
+        for model in (models[::-1] if nested else models):
             bounds = fitm.model_bounds(model)
             fit_kwargs = {"free": bounds, "popsize": config.popsize, "maxiter": config.maxiter, "tol": config.tol,
                           "x0": _warm_start(bounds) if config.warm_start else None}
+            starts = None
+            if nested and model == config.model:
+                # Each subject's nested fit, with the extra parameters at their lower bound (off).
+                inner = fitm.model_bounds(config.compare)
+                starts = {s: {n: getattr(all_fits[config.compare][s].params, n) if n in inner else b[0]
+                              for n, b in bounds.items()} for s in subjects}
             all_fits[model] = fitm.fit_subjects(data, subjects, workers=config.workers, seed=seed,
-                                                on_result=lambda s, r: progress.advance(), **fit_kwargs)
+                                                on_result=lambda s, r: progress.advance(), x0_by_subject=starts,
+                                                **fit_kwargs)
             sims[model] = frm.simulate({s: all_fits[model][s].params for s in subjects}, study_table=table,
-                                       n_rep=config.n_rep, seed=seed)
+                                       n_rep=config.n_rep, seed=seed, word_vectors=word_vectors)
             if model != config.model:
                 progress.advance()
         fits = all_fits[config.model]
@@ -284,7 +332,7 @@ def run(config: Config, *, seed: int = 0, progress: Progress | None = None) -> R
                           init=_pooled_init(fits, config.pooled_seeds, seed, bounds))
         progress.advance()
         progress.advance()
-        lengths = _list_length_effect(pooled.params, config, seed)
+        lengths = _list_length_effect(pooled.params, config, seed, word_vectors)
     observed = _curves(table, "observed", config.confidence)
     other = "Morton2013" if config.dataset == "peers_notask" else "peers_notask"
     observed_lengths = _observed_list_lengths({config.dataset: table, other: fitm.load_sample(other)})

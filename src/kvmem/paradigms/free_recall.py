@@ -38,6 +38,18 @@ drifting context layer ``c`` (:mod:`kvmem.context`):
   contexts in the cue all through recall, so that people's jumps back to the list start
   after they have begun with the last items can be modelled (cf. the start marker of
   Henson's 1998 start-end model; Farrell 2012).
+- Optional semantic associations (``Scf``, ``Sff``; off by default). With ``S`` the
+  cosine-similarity matrix of the list items' word vectors (``S_ii = 1``;
+  :mod:`kvmem.data.semantic`), ``Scf`` adds ``Scf S`` to the pre-experimental
+  context-to-item weights on the item units, ``M_cf_pre = Acf + Dcf I + Scf S``, as in CMR
+  (Polyn, Norman & Kahana 2009, whose ``s`` it is; Morton & Polyn 2016): an item is then
+  cued by the context units of the items it resembles, which the context holds in
+  proportion to how recently they were studied or recalled. ``Sff`` adds ``Sff S`` to an
+  item-to-item memory cued by the last recalled item, ``a = M_cf c + Sff S f_r``: cymr's
+  pre-experimental ``M_ff`` built from a similarity pattern. Only the similarities among
+  the list's items are modelled: the never-studied pool items (the ``rest`` unit) have no
+  semantic weights, which is exact when ``Afc = 0`` (their context units stay at 0).
+  The study phase does not use ``M_cf``, so it is unchanged.
 
 This follows cymr's CMR (Morton & Polyn 2016, ``cymr.cmr`` with ``config_loc_cmr``) step for
 step, so likelihoods agree with cymr's (``tests/test_cmr_parity.py``). cymr gives the
@@ -81,6 +93,7 @@ __all__ = [
     "PARAM_NAMES",
     "PSTOP_MIN",
     "StudyState",
+    "check_similarity",
     "generate",
     "param_batch",
     "recall_log_probs",
@@ -124,6 +137,11 @@ class CMRParams:
             choice (>= 0; 0 and 0, the default, is standard CMR).
         B_restart: rate of reinstating the start-of-list context after each recall, in
             [0, 1] (an extension beyond standard CMR; 0, the default, is standard CMR).
+        Scf: weight of the list items' semantic similarities in the pre-experimental
+            context -> item weights, ``M_cf_pre = Acf + Dcf I + Scf S`` (>= 0; 0, the
+            default, is localist CMR). Needs the similarity matrices of the lists.
+        Sff: weight of the semantic similarities in the item -> item memory cued by the
+            last recalled item, ``+ Sff S[r, :]`` (cymr's ``M_ff_pre``; >= 0, default 0).
 
     Example:
         >>> CMRParams(B_enc=0.6).B_enc
@@ -153,6 +171,8 @@ class CMRParams:
     Lff_f: float = 0.0
     Lff_b: float = 0.0
     B_restart: float = 0.0
+    Scf: float = 0.0
+    Sff: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -165,7 +185,7 @@ class CMRParams:
 
 PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in fields(CMRParams))
 _RATES = ("B_enc", "B_start", "B_rec", "B_distract", "B_retention", "B_restart")
-_NON_NEGATIVE = ("X1", "Lff_f", "Lff_b")
+_NON_NEGATIVE = ("X1", "Lff_f", "Lff_b", "Scf", "Sff")
 
 
 def _check_value(value: Any, name: str) -> None:
@@ -454,12 +474,14 @@ def _check_recalls(recalls: Any, n_recall: Any, list_length: int) -> tuple[torch
 
 
 def recall_log_probs(state: StudyState, params: Any, recalls: Any, n_recall: Any, *,
-                     return_contexts: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                     return_contexts: bool = False,
+                     similarity: Any = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Log-probability of each event of observed recall sequences, stop events included.
 
     Event ``k < n`` of a list is "not stopping, then recalling ``recalls[k]``": probability
     ``(1 - p_stop(k)) exp(2 a_r / T) / sum_j exp(2 a_j / T)`` over the items not yet recalled,
-    with ``a = M_cf c`` (plus ``M_ff f_(recalls[k - 1])`` when chaining is on).
+    with ``a = M_cf c`` (plus ``M_ff f_(recalls[k - 1])`` when chaining is on, and the
+    semantic terms ``Scf S c_items + Sff S[recalls[k - 1]]`` when they are on).
     Event ``n`` is stopping, ``p_stop(n)``. Each probability is floored at :data:`P_FLOOR`
     before the log, as cymr does. The choice rule is evaluated as a log-softmax (no
     overflow at small ``T``); otherwise the arithmetic is cymr's.
@@ -471,9 +493,11 @@ def recall_log_probs(state: StudyState, params: Any, recalls: Any, n_recall: Any
         recalls: 0-based serial positions in output order, padded after ``n_recall``.
         n_recall: number of recalls of each list.
         return_contexts: also return the context cueing each event.
+        similarity: the semantic similarity matrix of each list's items (in serial
+            order); needed when ``Scf`` or ``Sff`` is non-zero, ignored otherwise.
 
     Shapes:
-        recalls: ``[N, K]``; n_recall: ``[N]``. Returns ``[P, N, K + 1]`` with the stop event
+        recalls: ``[N, K]``; n_recall: ``[N]``; similarity: ``[N, L, L]``. Returns ``[P, N, K + 1]`` with the stop event
         at index ``n_recall`` and zeros after it; with ``return_contexts`` also the cueing
         contexts ``[P, N, K + 1, D]`` (entries after the stop event are not meaningful).
 
@@ -488,7 +512,50 @@ def recall_log_probs(state: StudyState, params: Any, recalls: Any, n_recall: Any
     if state.context.shape[0] != P:
         raise ValueError(f"params: expected {state.context.shape[0]} parameter sets like state, got {P}")
     r, n = _check_recalls(recalls, n_recall, state.list_length)
-    return _recall_log_probs(state, p, r, n, return_contexts)
+    _need_similarity(p, similarity)
+    sim = None if similarity is None else check_similarity(similarity, r.shape[0], state.list_length)
+    return _recall_log_probs(state, p, r, n, return_contexts, sim)
+
+
+def _semantic(p: dict[str, torch.Tensor]) -> tuple[bool, bool]:
+    """Whether the ``Scf`` and the ``Sff`` terms are on for any parameter set."""
+    return bool((p["Scf"] != 0).any()), bool((p["Sff"] != 0).any())
+
+
+def check_similarity(similarity: Any, n_lists: int, list_length: int, *, name: str = "similarity",
+                     batch: int | None = None) -> torch.Tensor:
+    """Per-list similarity matrices as a float64 tensor, checked.
+
+    Args:
+        similarity: ``[n_lists, L, L]`` (or ``[batch, n_lists, L, L]`` when ``batch`` is
+            given), e.g. from :func:`kvmem.data.semantic.semantic_similarity`.
+        n_lists, list_length: the expected sizes.
+        name: the argument's name in error messages.
+        batch: accept a leading dimension of this size (one set of lists per parameter set).
+
+    Raises:
+        ValueError: wrong shape, or values that are not finite.
+
+    Example:
+        >>> check_similarity(np.eye(3)[None], 1, 3).shape
+        torch.Size([1, 3, 3])
+    """
+    s = similarity if isinstance(similarity, torch.Tensor) else torch.as_tensor(np.asarray(similarity, dtype=np.float64))
+    s = s.detach().to(dtype=DTYPE, device="cpu")
+    shapes = [(n_lists, list_length, list_length)]
+    if batch is not None:
+        shapes.append((batch, n_lists, list_length, list_length))
+    if tuple(s.shape) not in shapes:
+        raise ValueError(f"{name}: expected shape {' or '.join(str(list(x)) for x in shapes)}, got {list(s.shape)}")
+    if not torch.isfinite(s).all():
+        raise ValueError(f"{name}: expected finite similarities")
+    return s
+
+
+def _need_similarity(p: dict[str, torch.Tensor], similarity: Any) -> None:
+    if any(_semantic(p)) and similarity is None:
+        raise ValueError("similarity: the semantic weights Scf / Sff are non-zero, so the similarity matrices of the "
+                         "list items are needed (kvmem.data.semantic.semantic_similarity)")
 
 
 def _chain_matrix(p: dict[str, torch.Tensor], L: int) -> torch.Tensor | None:
@@ -502,7 +569,7 @@ def _chain_matrix(p: dict[str, torch.Tensor], L: int) -> torch.Tensor | None:
 
 
 def _recall_log_probs(state: StudyState, p: dict[str, torch.Tensor], r: torch.Tensor, n: torch.Tensor,
-                      return_contexts: bool = False) -> Any:
+                      return_contexts: bool = False, sim: torch.Tensor | None = None) -> Any:
     """:func:`recall_log_probs` on checked input (the likelihood's inner loop)."""
     P = p["T"].numel()
     L = state.list_length
@@ -517,11 +584,18 @@ def _recall_log_probs(state: StudyState, p: dict[str, torch.Tensor], r: torch.Te
     beta = p["B_rec"].view(P, 1)
     b_restart = p["B_restart"].view(P, 1)
     restart = bool((p["B_restart"] > 0).any())
+    sem_cf, sem_ff = _semantic(p)
+    if (sem_cf or sem_ff) and sim is None:
+        _need_similarity(p, sim)
+    scf = p["Scf"].view(P, 1, 1)
+    sff = p["Sff"].view(P, 1, 1)
     s_unit = L + 1  # the start unit
     # Lists sorted by length of recall, longest first: at output k the lists still
     # recalling are a prefix, and the work shrinks as lists stop.
     order = torch.argsort(n, descending=True, stable=True)
     r, n_sorted = r[order], n[order]
+    if sem_cf or sem_ff:
+        sim = sim[order]
     active = [int(m) for m in (n_sorted.unsqueeze(0) > torch.arange(K).unsqueeze(1)).sum(1)]
     excluded = torch.zeros(N, L, dtype=torch.bool)
     out = torch.zeros(P, N, K + 1, dtype=DTYPE)
@@ -540,15 +614,18 @@ def _recall_log_probs(state: StudyState, p: dict[str, torch.Tensor], r: torch.Te
         # set, which replaces a batched product per step by a gather. The start unit's value
         # c_s is tracked too (column 2L), for the restart update with input e_start:
         # a <- rho a + B M_cf[:, s], e <- rho e + B fcu[:, s], c_s <- rho c_s + B.
+        # With Scf the item part of c (columns 2L + 1 on) is tracked as well: the semantic
+        # weights differ from list to list, so their activations cannot enter the table.
         c0 = state.context.unsqueeze(-1)  # [P, D, 1]
-        start = torch.cat([torch.bmm(state.cf, c0), torch.bmm(fc_unit, c0), c0[:, s_unit:s_unit + 1]],
-                          dim=1).squeeze(-1)  # [P, 2L + 1]
+        start = torch.cat([torch.bmm(state.cf, c0), torch.bmm(fc_unit, c0), c0[:, s_unit:s_unit + 1]]
+                          + ([c0[:, :L]] if sem_cf else []), dim=1).squeeze(-1)  # [P, 2L + 1 (+ L)]
         fcu_t = fc_unit.transpose(1, 2)
         table = torch.cat([torch.bmm(state.cf, fcu_t).transpose(1, 2), torch.bmm(fc_unit, fcu_t),
-                           fc_unit[:, :, s_unit:s_unit + 1]], dim=-1)  # [P, L, 2L + 1]
-        s_row = torch.cat([state.cf[:, :, s_unit], fc_unit[:, :, s_unit], torch.ones(P, 1, dtype=DTYPE)],
-                          dim=-1).unsqueeze(1)  # [P, 1, 2L + 1]
-        z = start.unsqueeze(1).expand(P, N, 2 * L + 1).clone()
+                           fc_unit[:, :, s_unit:s_unit + 1]] + ([fc_unit[:, :, :L]] if sem_cf else []),
+                          dim=-1)  # [P, L, 2L + 1 (+ L)]
+        s_row = torch.cat([state.cf[:, :, s_unit], fc_unit[:, :, s_unit], torch.ones(P, 1, dtype=DTYPE)]
+                          + ([torch.zeros(P, L, dtype=DTYPE)] if sem_cf else []), dim=-1).unsqueeze(1)
+        z = start.unsqueeze(1).expand(P, N, start.shape[-1]).clone()
     for k in range(k_max + (1 if return_contexts else 0)):
         if return_contexts:
             contexts[:, :, k] = c
@@ -558,11 +635,18 @@ def _recall_log_probs(state: StudyState, p: dict[str, torch.Tensor], r: torch.Te
         rk, rows_k, ex = r[:m, k], rows[:m], excluded[:m]
         if return_contexts:
             act = torch.bmm(c[:, :m], cf_t)
+            c_items = c[:, :m, :L]
         else:
             zk = z[:, :m]
             act = zk[..., :L]
+            c_items = zk[..., 2 * L + 1:]
+        if sem_cf:
+            # (Scf S) c over the item units; S is symmetric.
+            act = act + scf * torch.einsum("pml,mjl->pmj", c_items, sim[:m])
         if chain is not None and k > 0:
             act = act + chain[:, r[:m, k - 1]]  # the compound cue: context plus the last item
+        if sem_ff and k > 0:
+            act = act + sff * sim[rows_k, r[:m, k - 1]]
         act = act.clamp_min(AMIN).mul_(inv_t)  # [P, m, L]
         act.masked_fill_(ex, -math.inf)
         top = act.amax(-1, keepdim=True)
@@ -592,7 +676,7 @@ def _recall_log_probs(state: StudyState, p: dict[str, torch.Tensor], r: torch.Te
 
 
 def generate(params: Any, list_length: int, n_lists: int, *, generator: torch.Generator | int | None = None,
-             pool_size: int | None = None) -> torch.Tensor:
+             pool_size: int | None = None, similarity: Any = None) -> torch.Tensor:
     """Simulate free recall of ``n_lists`` lists for each of ``P`` parameter sets.
 
     At output position ``k`` a list stops with probability ``p_stop(k)``; otherwise it
@@ -606,8 +690,13 @@ def generate(params: Any, list_length: int, n_lists: int, *, generator: torch.Ge
         n_lists: lists per parameter set.
         generator: seed or ``torch.Generator``; the same seed gives the same recalls.
         pool_size: see :func:`study`.
+        similarity: semantic similarity matrices of the lists' items, the same lists for
+            every parameter set or one set of lists per parameter set; needed when ``Scf``
+            or ``Sff`` is non-zero, ignored otherwise. The random draws do not depend on
+            it, so a seed gives the same uniforms with and without semantics.
 
     Shapes:
+        similarity: ``[n_lists, L, L]`` or ``[P, n_lists, L, L]``.
         Returns ``[P, n_lists, list_length]`` (int64): 0-based serial positions in output
         order, ``-1`` after the last recall.
 
@@ -631,6 +720,11 @@ def generate(params: Any, list_length: int, n_lists: int, *, generator: torch.Ge
     b_restart = p["B_restart"].view(P, 1).expand(P, n_lists)
     restart = bool((p["B_restart"] > 0).any())
     chain = _chain_matrix(p, L)
+    sem_cf, sem_ff = _semantic(p)
+    _need_similarity(p, similarity)
+    if sem_cf or sem_ff:
+        sim = check_similarity(similarity, n_lists, L, batch=P).expand(P, n_lists, L, L)
+        scf, sff = p["Scf"].view(P, 1, 1), p["Sff"].view(P, 1, 1)
     c = state.context.unsqueeze(1).expand(P, n_lists, D).clone()
     excluded = torch.zeros(P, n_lists, L, dtype=torch.bool)
     stopped = torch.zeros(P, n_lists, dtype=torch.bool)
@@ -642,10 +736,14 @@ def generate(params: Any, list_length: int, n_lists: int, *, generator: torch.Ge
         if bool(stopped.all()):
             break
         act = torch.bmm(c, cf_t)
+        if sem_cf:
+            act = act + scf * torch.einsum("pnl,pnjl->pnj", c[..., :L], sim)
+        # Row out[:, :, k - 1] of a stopped list is -1, but its draw is discarded anyway.
+        prev = out[:, :, k - 1].clamp_min(0) if k > 0 else None
         if chain is not None and k > 0:
-            # Row out[:, :, k - 1] of a stopped list is -1, but its draw is discarded anyway.
-            prev = out[:, :, k - 1].clamp_min(0)
             act = act + torch.gather(chain, 1, prev.unsqueeze(-1).expand(P, n_lists, L))
+        if sem_ff and k > 0:
+            act = act + sff * torch.gather(sim, 2, prev.view(P, n_lists, 1, 1).expand(P, n_lists, 1, L)).squeeze(2)
         act = act.clamp_min(AMIN) * inv_t
         prob = torch.softmax(act.masked_fill(excluded, -math.inf), dim=-1)
         # Inverse-CDF draw; the clamp keeps a rounding shortfall in the last bin off
@@ -715,7 +813,8 @@ def to_table(recalls: Any, study_items: Any, *, subjects: Any, lists: Any) -> An
 
 
 def simulate(params: Any, *, list_length: int = 16, n_lists: int = 28, subjects: Sequence[Any] | None = None,
-             study_table: Any = None, n_rep: int = 1, seed: int = 0, pool_size: int | None = None) -> Any:
+             study_table: Any = None, n_rep: int = 1, seed: int = 0, pool_size: int | None = None,
+             word_vectors: tuple[Sequence[str], Any] | None = None) -> Any:
     """Simulated free-recall data in psifr's long table.
 
     Args:
@@ -728,6 +827,11 @@ def simulate(params: Any, *, list_length: int = 16, n_lists: int = 28, subjects:
         n_rep: replications of each subject's lists (numbered after the originals).
         seed: seed of the random draws.
         pool_size: see :func:`study`.
+        word_vectors: ``(words, vectors)`` (e.g. :func:`kvmem.data.semantic.load_word_vectors`)
+            from which each list's semantic similarities are computed
+            (:func:`kvmem.data.semantic.semantic_similarity`); needed when ``Scf`` or
+            ``Sff`` is non-zero. Without ``study_table`` the items are named ``item1``... and
+            have no vectors, so their similarity matrix is the identity.
 
     Returns:
         ``pandas.DataFrame`` with columns subject, list, position, trial_type, item.
@@ -763,7 +867,21 @@ def simulate(params: Any, *, list_length: int = 16, n_lists: int = 28, subjects:
         items_by_subject = [np.array([[f"item{j + 1}" for j in range(L)]] * n_lists, dtype=object)] * len(subjects)
         lists_by_subject = [np.arange(1, n_lists + 1)] * len(subjects)
     n_max = max(len(x) for x in lists_by_subject)
-    rec = generate(plist, L, n_max * n_rep, generator=seed, pool_size=pool_size).numpy()
+    similarity = None
+    if any(p.Scf != 0 or p.Sff != 0 for p in plist):
+        if word_vectors is None:
+            raise ValueError("word_vectors: the semantic weights Scf / Sff are non-zero, so (words, vectors) are needed")
+        from ..data.semantic import semantic_similarity
+
+        words, vectors = word_vectors
+        # One set of lists per subject, padded with identity matrices (lists a subject lacks
+        # are simulated but discarded below).
+        similarity = torch.eye(L, dtype=DTYPE).repeat(len(subjects), n_max * n_rep, 1, 1)
+        for s_i, items in enumerate(items_by_subject):
+            sim = semantic_similarity(items, words, vectors)
+            for rep in range(n_rep):
+                similarity[s_i, rep * n_max: rep * n_max + len(items)] = sim
+    rec = generate(plist, L, n_max * n_rep, generator=seed, pool_size=pool_size, similarity=similarity).numpy()
     rows_rec, rows_items, rows_subj, rows_list = [], [], [], []
     for s_i, subj in enumerate(subjects):
         items, lists = items_by_subject[s_i], lists_by_subject[s_i]

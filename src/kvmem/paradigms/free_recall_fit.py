@@ -13,9 +13,11 @@ evaluating the whole population in one batched call per generation
 
 The default search frees the ten parameters of Morton & Polyn's (2016) localist CMR,
 with ``Dfc = 1 - Lfc``, ``Dcf = 1 - Lcf`` and ``Afc = Acf = 0`` (:data:`DEFAULT_BOUNDS`).
-:data:`MODELS` names this model ``"cmr"`` and two extensions beyond it (associative
-chaining, and chaining with a return to the start-of-list context after each recall);
-:func:`model_bounds` gives each one's free parameters.
+:data:`MODELS` names this model ``"cmr"``, two extensions beyond it (associative
+chaining, and chaining with a return to the start-of-list context after each recall), and
+models with semantic associations between the studied words (``Scf`` / ``Sff``; their data
+need word vectors, ``prepare_data(..., word_vectors=...)``); :func:`model_bounds` gives
+each one's free parameters.
 
 Example:
     >>> from kvmem.paradigms.free_recall import CMRParams, simulate
@@ -41,7 +43,17 @@ import numpy as np
 import torch
 
 from .._checks import check_int
-from .free_recall import _RATES, PARAM_NAMES, CMRParams, _check_recalls, _recall_log_probs, _study, param_batch
+from .free_recall import (
+    _RATES,
+    PARAM_NAMES,
+    CMRParams,
+    _check_recalls,
+    _recall_log_probs,
+    _semantic,
+    _study,
+    check_similarity,
+    param_batch,
+)
 
 __all__ = [
     "DEFAULT_BOUNDS",
@@ -57,6 +69,7 @@ __all__ = [
     "load_sample",
     "log_likelihood",
     "model_bounds",
+    "model_uses_semantics",
     "prepare_data",
 ]
 
@@ -78,6 +91,12 @@ MODELS: dict[str, dict[str, tuple[float, float]]] = {
     "cmr": dict(DEFAULT_BOUNDS),
     "cmr-chain": {**DEFAULT_BOUNDS, "Lff_f": (0.0, 1.0), "Lff_b": (0.0, 1.0)},
     "cmr-chain-restart": {**DEFAULT_BOUNDS, "Lff_f": (0.0, 1.0), "Lff_b": (0.0, 1.0), "B_restart": (0.0, 1.0)},
+    "cmr-sem": {**DEFAULT_BOUNDS, "Scf": (0.0, 1.0)},
+    "cmr-chain-restart-sem": {**DEFAULT_BOUNDS, "Lff_f": (0.0, 1.0), "Lff_b": (0.0, 1.0), "B_restart": (0.0, 1.0),
+                              "Scf": (0.0, 1.0)},
+    "cmr-sem-ff": {**DEFAULT_BOUNDS, "Sff": (0.0, 1.0)},
+    "cmr-chain-restart-sem-ff": {**DEFAULT_BOUNDS, "Lff_f": (0.0, 1.0), "Lff_b": (0.0, 1.0), "B_restart": (0.0, 1.0),
+                                 "Sff": (0.0, 1.0)},
 }
 """Named models and their free parameters with search bounds (all with Dfc = 1 - Lfc,
 Dcf = 1 - Lcf, Afc = Acf = 0; parameters not listed keep their defaults, i.e. off):
@@ -86,8 +105,25 @@ Dcf = 1 - Lcf, Afc = Acf = 0; parameters not listed keep their defaults, i.e. of
 - ``"cmr-chain"``: plus associative chaining at recall, ``Lff_f`` and ``Lff_b`` (12).
 - ``"cmr-chain-restart"``: plus reinstating the start-of-list context after each recall
   with rate ``B_restart`` (13).
+- ``"cmr-sem"``: standard CMR with semantic associations in ``M_cf_pre``, weight ``Scf``
+  (Polyn, Norman & Kahana 2009; 11). Needs data prepared with word vectors.
+- ``"cmr-chain-restart-sem"``: ``"cmr-chain-restart"`` plus ``Scf`` (14).
+- ``"cmr-sem-ff"``, ``"cmr-chain-restart-sem-ff"``: the same with the semantic weight in
+  the item -> item memory cued by the last recall instead, ``Sff`` (cymr's ``M_ff_pre``
+  from a similarity pattern; 11 and 14).
 
-The last two are extensions beyond standard CMR (see :mod:`kvmem.paradigms.free_recall`)."""
+Chaining and the restart are extensions beyond standard CMR (see
+:mod:`kvmem.paradigms.free_recall`)."""
+
+
+def model_uses_semantics(model: str) -> bool:
+    """Whether a named model has a semantic weight (its data need word vectors).
+
+    Example:
+        >>> model_uses_semantics("cmr-sem"), model_uses_semantics("cmr")
+        (True, False)
+    """
+    return bool({"Scf", "Sff"} & set(model_bounds(model)))
 
 
 def model_bounds(model: str) -> dict[str, tuple[float, float]]:
@@ -128,6 +164,8 @@ class ListGroup:
         n_recall: recalls per list. Shape ``[N]``.
         subjects: subject of each list. Shape ``[N]``.
         lists: list number of each list. Shape ``[N]``.
+        similarity: semantic similarity matrix of each list's items in serial order, or
+            None (then models with ``Scf`` / ``Sff`` cannot be evaluated). Shape ``[N, L, L]``.
     """
 
     list_length: int
@@ -135,6 +173,7 @@ class ListGroup:
     n_recall: np.ndarray
     subjects: np.ndarray
     lists: np.ndarray
+    similarity: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         check_int(self.list_length, "list_length", minimum=1)
@@ -147,12 +186,17 @@ class ListGroup:
         if self.n_recall.shape != (n,) or self.subjects.shape != (n,) or self.lists.shape != (n,):
             raise ValueError(f"ListGroup: n_recall, subjects and lists must have shape ({n},)")
         _check_recalls(torch.from_numpy(self.recalls), torch.from_numpy(self.n_recall), self.list_length)
+        if self.similarity is not None:
+            if not isinstance(self.similarity, np.ndarray):
+                raise TypeError("ListGroup.similarity: expected a numpy array or None")
+            check_similarity(self.similarity, n, self.list_length, name="ListGroup.similarity")
 
     def take(self, mask: np.ndarray) -> ListGroup:
         """The lists where ``mask`` is true."""
         n = self.n_recall[mask]
         k = max(int(n.max()) if n.size else 0, 1)
-        return ListGroup(self.list_length, self.recalls[mask][:, :k], n, self.subjects[mask], self.lists[mask])
+        sim = None if self.similarity is None else self.similarity[mask]
+        return ListGroup(self.list_length, self.recalls[mask][:, :k], n, self.subjects[mask], self.lists[mask], sim)
 
 
 @dataclass(frozen=True)
@@ -223,7 +267,8 @@ def load_sample(name: str = "peers_notask") -> Any:
     return fr.sample_data(name)
 
 
-def prepare_data(table: Any, *, pool_size: int | None = None) -> RecallData:
+def prepare_data(table: Any, *, pool_size: int | None = None,
+                 word_vectors: tuple[Sequence[str], Any] | None = None) -> RecallData:
     """Group a psifr long table into padded recall sequences for the likelihood.
 
     Intrusions and repeats are dropped (as in cymr); a list keeps its other recalls.
@@ -231,6 +276,10 @@ def prepare_data(table: Any, *, pool_size: int | None = None) -> RecallData:
     Args:
         table: ``pandas.DataFrame`` with columns subject, list, position, trial_type, item.
         pool_size: see :class:`RecallData`.
+        word_vectors: ``(words, vectors)`` (e.g. :func:`kvmem.data.semantic.load_word_vectors`):
+            each list's semantic similarity matrix is computed from its study items
+            (:func:`kvmem.data.semantic.semantic_similarity`), for models with ``Scf`` or
+            ``Sff``. None: no similarities.
 
     Raises:
         TypeError: not a DataFrame.
@@ -282,8 +331,29 @@ def prepare_data(table: Any, *, pool_size: int | None = None) -> RecallData:
         k = max(int(n_rec.max()) if len(n_rec) else 0, 1)
         recalls = np.full((len(part), k), -1, dtype=np.int64)
         recalls[row, order] = rec["input"].to_numpy().astype(np.int64) - 1
-        groups.append(ListGroup(int(length), recalls, n_rec, part["subject"].to_numpy(), part["list"].to_numpy()))
+        sim = None
+        if word_vectors is not None:
+            sim = _list_similarity(study_rows, code, int(length), word_vectors)
+        groups.append(ListGroup(int(length), recalls, n_rec, part["subject"].to_numpy(), part["list"].to_numpy(),
+                                sim))
     return RecallData(tuple(groups), pool_size)
+
+
+def _list_similarity(study_rows: Any, code: Any, length: int, word_vectors: Any) -> np.ndarray:
+    """Similarity matrices ``[N, L, L]`` of the study items of the lists in ``code`` (in its order)."""
+    import pandas as pd
+
+    from ..data.semantic import semantic_similarity
+
+    if not isinstance(word_vectors, (tuple, list)) or len(word_vectors) != 2:
+        raise TypeError("word_vectors: expected a pair (words, vectors)")
+    words, vectors = word_vectors
+    st = study_rows.set_index(["subject", "list"])
+    st = st[st.index.isin(code)].reset_index()
+    st["_row"] = code.get_indexer(pd.MultiIndex.from_frame(st[["subject", "list"]]))
+    st = st.sort_values(["_row", "position"])
+    items = st["item"].astype(str).to_numpy(dtype=object).reshape(len(code), length)
+    return semantic_similarity(items, words, vectors).numpy()
 
 
 def log_likelihood(params: Any, data: RecallData, *, per_list: bool = False,
@@ -304,7 +374,11 @@ def log_likelihood(params: Any, data: RecallData, *, per_list: bool = False,
     """
     if not isinstance(data, RecallData):
         raise TypeError(f"data: expected RecallData (see prepare_data), got {type(data).__name__}")
-    return _log_likelihood(param_batch(params), data, per_list, check_int(chunk, "chunk", minimum=1))
+    p = param_batch(params)
+    if any(_semantic(p)) and any(g.similarity is None for g in data.groups):
+        raise ValueError("data: the semantic weights Scf / Sff are non-zero but the data have no similarity "
+                         "matrices (prepare_data(..., word_vectors=...))")
+    return _log_likelihood(p, data, per_list, check_int(chunk, "chunk", minimum=1))
 
 
 def _log_likelihood(p: dict[str, torch.Tensor], data: RecallData, per_list: bool = False,
@@ -318,10 +392,13 @@ def _log_likelihood(p: dict[str, torch.Tensor], data: RecallData, per_list: bool
             raise ValueError(f"data.pool_size = {pool} is smaller than a list length ({g.list_length})")
         state = _study(p, g.list_length, pool)
         step = max(1, chunk // P)
+        semantic = any(_semantic(p))
         for lo in range(0, len(g.n_recall), step):
             n = g.n_recall[lo:lo + step]
             k = max(int(n.max()), 1)
-            lp = _recall_log_probs(state, p, torch.from_numpy(g.recalls[lo:lo + step, :k]), torch.from_numpy(n))
+            sim = torch.from_numpy(g.similarity[lo:lo + step]) if semantic and g.similarity is not None else None
+            lp = _recall_log_probs(state, p, torch.from_numpy(g.recalls[lo:lo + step, :k]), torch.from_numpy(n),
+                                   sim=sim)
             parts.append(lp.sum(-1))
     per = torch.cat(parts, dim=1) if parts else torch.zeros(P, 0, dtype=torch.float64)
     return per if per_list else per.sum(-1)
@@ -479,6 +556,10 @@ def fit(data: RecallData, *, free: Mapping[str, tuple[float, float]] | None = No
     free = dict(DEFAULT_BOUNDS if free is None else free)
     fixed = dict(fixed or {})
     _check_bounds(free, fixed)
+    if ({"Scf", "Sff"} & set(free) or any(fixed.get(n, 0) != 0 for n in ("Scf", "Sff"))) and any(
+            g.similarity is None for g in data.groups):
+        raise ValueError("data: the model has semantic weights (Scf / Sff) but the data have no similarity "
+                         "matrices (prepare_data(..., word_vectors=...))")
     maxiter = check_int(maxiter, "maxiter", minimum=1)
     popsize = check_int(popsize, "popsize", minimum=1)
     seed = check_int(seed, "seed", minimum=0)
@@ -543,7 +624,7 @@ def _inside_domain(name: str, low: float, high: float) -> bool:
         return low >= 0.0 and high <= 1.0
     if name == "T":
         return low > 0.0
-    if name in ("X1", "Lff_f", "Lff_b"):
+    if name in ("X1", "Lff_f", "Lff_b", "Scf", "Sff"):
         return low >= 0.0
     return True
 
@@ -555,6 +636,7 @@ def _fit_task(data: RecallData, kwargs: dict[str, Any]) -> FitResult:
 
 def fit_subjects(data: RecallData, subjects: Sequence[Any] | None = None, *, workers: int | None = None,
                  seed: int = 0, on_result: Callable[[Any, FitResult], None] | None = None,
+                 x0_by_subject: Mapping[Any, Mapping[str, float]] | None = None,
                  **fit_kwargs: Any) -> dict[Any, FitResult]:
     """Fit each subject separately, in parallel through the sweep runner's executor.
 
@@ -566,6 +648,8 @@ def fit_subjects(data: RecallData, subjects: Sequence[Any] | None = None, *, wor
         seed: base seed; subject ``i`` (in the order given) is searched with a seed derived
             from ``(seed, i)``, so results do not depend on the backend or completion order.
         on_result: called as ``on_result(subject, result)`` as each fit completes.
+        x0_by_subject: a starting parameter set per subject (``fit``'s ``x0``, e.g. each
+            subject's fit of a nested model); overrides ``x0`` in ``fit_kwargs``.
         **fit_kwargs: passed to :func:`fit`.
 
     Returns:
@@ -578,10 +662,17 @@ def fit_subjects(data: RecallData, subjects: Sequence[Any] | None = None, *, wor
 
     subjects = data.subjects if subjects is None else list(subjects)
     seed = check_int(seed, "seed", minimum=0)
+    if x0_by_subject is not None:
+        missing = [s for s in subjects if s not in x0_by_subject]
+        if missing:
+            raise ValueError(f"x0_by_subject: no starting point for subjects {missing}")
     calls = []
     for i, subj in enumerate(subjects):
         sub_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
-        calls.append(Call(subj, (data.subset([subj]), {**fit_kwargs, "seed": sub_seed})))
+        kwargs = {**fit_kwargs, "seed": sub_seed}
+        if x0_by_subject is not None:
+            kwargs["x0"] = dict(x0_by_subject[subj])
+        calls.append(Call(subj, (data.subset([subj]), kwargs)))
     results: dict[Any, FitResult] = {}
     with open_executor(workers=workers) as ex:
         for outcome in ex.imap_unordered(_fit_task, calls):
