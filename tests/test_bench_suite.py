@@ -87,12 +87,28 @@ def test_dask_scaling_reports_the_median_of_alternating_pairs(monkeypatch):
         calls.append(workers)
         return next(clock), {s: ("same",) for s in seeds}, [0.5] * len(seeds)
     monkeypatch.setattr(dask_scaling, "_sweep", fake_sweep)
+    monkeypatch.setattr(dask_scaling, "machine_ceiling", lambda: 1.9)
     row = dask_scaling._measure([0, 1], 3)
     assert calls == [1, 2, 2, 1, 1, 2]  # the order alternates from pair to pair
     assert row.extra["pair_ratios"] == [2.0, 3.0, 3.0]
     assert row.ratio == 3.0 and (row.bound_seconds, row.seconds) == (3.0, 1.0)
     assert row.check_passed and "median of 3 pairs" in row.size
+    assert row.extra["ceiling_ratios"] == [1.9, 1.9, 1.9]
 
     outcomes = iter([{0: ("a",)}, {0: ("b",)}])  # a sweep that differs between worker counts
     monkeypatch.setattr(dask_scaling, "_sweep", lambda w, s: (1.0, next(outcomes), [0.1]))
     assert not dask_scaling._measure([0], 1).check_passed
+
+
+def test_machine_ceiling_times_real_processes(monkeypatch):
+    from kvmem.bench.cases import dask_scaling
+
+    runs = []
+    def fake_spin(copies):
+        runs.append(copies)
+        return [1.0] if copies == 1 else [1.1, 1.25]
+    monkeypatch.setattr(dask_scaling, "_spin", fake_spin)
+    assert dask_scaling.machine_ceiling() == 2 * 1.0 / 1.25 and runs == [1, 2]
+    monkeypatch.undo()
+    times = dask_scaling._spin(2)  # two real processes, each timing its own loop
+    assert len(times) == 2 and all(0 < t < 60 for t in times)

@@ -14,6 +14,12 @@ workers, then 2 then 1, ...), and reports the median of the pairs' ratios: on a 
 about the machine than about the sweep. Every pair's ratio and the load average before it
 are kept in the row's ``extra``.
 
+The machine's own ceiling is measured beside each pair: a pure-Python loop (no memory
+traffic, no Dask) run in one process, then in two processes at once; twice the single
+time over the slower of the pair is the throughput ratio that two independent processes
+get on this machine at that moment (``ceiling_ratios``). On a virtual machine whose two
+vCPUs share a physical core or a busy host, it falls well below 2.
+
 Target: >= 1.6x on 2 cores.
 """
 
@@ -21,6 +27,8 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 from kvmem.bench.base import BenchRow
@@ -52,6 +60,22 @@ def _sweep(workers: int, seeds: list[int]) -> tuple[float, dict[int, tuple], lis
         return time.perf_counter() - start, results, task_seconds
 
 
+_SPIN = "import time\nt = time.perf_counter()\ns = 0\nfor i in range(6_000_000):\n    s += i * i\nprint(time.perf_counter() - t)"
+
+
+def _spin(copies: int) -> list[float]:
+    """Seconds of the pure-Python loop in each of ``copies`` processes started together."""
+    procs = [subprocess.Popen([sys.executable, "-c", _SPIN], stdout=subprocess.PIPE, text=True)
+             for _ in range(copies)]
+    return [float(p.communicate()[0]) for p in procs]
+
+
+def machine_ceiling() -> float:
+    """Throughput of two independent CPU-bound processes against one, measured now."""
+    alone = _spin(1)[0]
+    return 2 * alone / max(_spin(2))
+
+
 def run(*, quick: bool, device: str) -> list[BenchRow]:
     """Quick: 4 tasks, one pair of sweeps; full: 16 tasks (each a quick-profile ``capacity``
     run, about 0.7 s), three pairs in alternating order, median of the pairs' ratios."""
@@ -63,9 +87,10 @@ def run(*, quick: bool, device: str) -> list[BenchRow]:
 def _measure(seeds: list[int], pairs: int) -> BenchRow:
     """``pairs`` pairs of sweeps over ``seeds`` (1 and 2 workers, alternating order)."""
     reference, same = None, True
-    t1s, t2s, ratios, loads, task1, task2 = [], [], [], [], [], []
+    t1s, t2s, ratios, loads, task1, task2, ceilings = [], [], [], [], [], [], []
     for k in range(pairs):
         loads.append(round(os.getloadavg()[0], 2))
+        ceilings.append(round(machine_ceiling(), 3))
         timed = {}
         for workers in ((1, 2) if k % 2 == 0 else (2, 1)):
             timed[workers] = _sweep(workers, seeds)
@@ -89,5 +114,6 @@ def _measure(seeds: list[int], pairs: int) -> BenchRow:
                       "seconds_1_worker": [round(t, 3) for t in t1s],
                       "seconds_2_workers": [round(t, 3) for t in t2s],
                       "load_before_pair": loads,
+                      "ceiling_ratios": ceilings,
                       "median_task_s_1_worker": round(statistics.median(task1), 3),
                       "median_task_s_2_workers": round(statistics.median(task2), 3)})
