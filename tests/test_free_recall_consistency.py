@@ -128,14 +128,20 @@ def test_first_recall_of_a_16_item_list_matches_simulation():
 # ---------------------------------------------------------------------------------------
 
 
-def reference_extended_log_probs(p, recalls, L, item_index, pool):
+def reference_extended_log_probs(p, recalls, L, item_index, pool, S=None):
+    """With ``S`` (the list items' similarity matrix) also the semantic terms:
+    ``Scf S c[list items]`` in the cue, and ``Sff S[last]`` after a recall."""
     c, _, fc, cf = reference_study(p, item_index, pool)
     start = pool  # cymr's layout: pool items, then the start unit
     out, done, last = [], set(), None
     for k, r in enumerate(recalls):
         p_stop = min(max(p.X1 * math.exp(p.X2 * k), 1e-6), 1 - 1e-6)
         a = cf @ c
+        if S is not None:
+            a = a + p.Scf * S @ c[item_index]
         if last is not None:
+            if S is not None:
+                a += p.Sff * S[last]
             if last + 1 < L:
                 a[last + 1] += p.Lff_f
             if last - 1 >= 0:

@@ -9,7 +9,6 @@ With both weights at 0 (the default) every result is that of localist CMR.
 """
 
 import itertools
-import math
 
 import numpy as np
 import pandas as pd
@@ -22,23 +21,13 @@ from kvmem.paradigms import free_recall as frm
 from kvmem.paradigms import free_recall_fit as fitm
 from kvmem.paradigms.free_recall import CMRParams
 
-from test_free_recall import _update, random_params, random_recalls, reference_study
+from test_cmr_parity import CYMR_TEST_PARAMS, SAMPLE1  # cymr's sample data and test settings
+from test_free_recall import random_params, random_recalls
+from test_free_recall_consistency import reference_extended_log_probs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# cymr's sample data (cymr/src/cymr/data/sample1.csv), as in tests/test_cmr_parity.py.
-SAMPLE1 = pd.DataFrame({
-    "subject": [1] * 6 + [2] * 6,
-    "list": [1] * 12,
-    "trial_type": ["study"] * 3 + ["recall"] * 3 + ["study"] * 3 + ["recall"] * 3,
-    "position": [1, 2, 3, 1, 2, 3] * 2,
-    "item": ["absence", "hollow", "pupil", "hollow", "pupil", "empty",
-             "fountain", "piano", "pillow", "pillow", "fountain", "pillow"],
-    "item_index": [0, 1, 2, 1, 2, np.nan, 3, 4, 5, 5, 3, 5],
-})
 POOL_WORDS = ["absence", "hollow", "pupil", "fountain", "piano", "pillow"]
-CYMR_TEST_PARAMS = dict(B_enc=0.5, B_rec=0.8, B_start=0.0, Afc=0.0, Dfc=1.0, Acf=0.0, Dcf=1.0, Lfc=1.0, Lcf=1.0,
-                        P1=0.0, P2=1.0, T=10.0, X1=0.05, X2=1.0)
 
 
 def random_vectors(rng, n, d=5):
@@ -120,34 +109,6 @@ def test_log_likelihood_equals_cymr_on_random_settings():
         assert ours == pytest.approx(cymr_logl(cy_table, p, S, pool), rel=0, abs=1e-8)
 
 
-def reference_semantic_log_probs(p, recalls, L, item_index, pool, S):
-    """A plain loop: a = M_cf c + Scf S c[list items] + Lff / Sff terms of the last recall."""
-    c, _, fc, cf = reference_study(p, item_index, pool)
-    start = pool
-    out, done, last = [], set(), None
-    for k, r in enumerate(recalls):
-        p_stop = min(max(p.X1 * math.exp(p.X2 * k), 1e-6), 1 - 1e-6)
-        a = cf @ c + p.Scf * S @ c[item_index]
-        if last is not None:
-            a += p.Sff * S[last]
-            if last + 1 < L:
-                a[last + 1] += p.Lff_f
-            if last - 1 >= 0:
-                a[last - 1] += p.Lff_b
-        strength = np.array([0.0 if j in done else math.exp(2 * max(a[j], 1e-6) / p.T) for j in range(L)])
-        out.append(math.log(min(max(strength[r] / strength.sum() * (1 - p_stop), 1e-5), 1.0)))
-        done.add(r)
-        last = r
-        c = _update(c, fc[r].copy(), p.B_rec)
-        e = np.zeros_like(c)
-        e[start] = 1.0
-        c = _update(c, e, p.B_restart)
-    n = len(recalls)
-    p_stop = 1.0 if n == L else min(max(p.X1 * math.exp(p.X2 * n), 1e-6), 1 - 1e-6)
-    out.append(math.log(min(max(p_stop, 1e-5), 1.0)))
-    return out
-
-
 @pytest.mark.parametrize("distract", [False, True])
 def test_semantic_likelihood_matches_plain_loop(distract):
     rng = np.random.default_rng(21)
@@ -171,11 +132,11 @@ def test_semantic_likelihood_matches_plain_loop(distract):
     tracked, _ = frm.recall_log_probs(state, params, r, n, return_contexts=True, similarity=sims)
     for i, p in enumerate(params):
         for j, seq in enumerate(seqs):
-            ref = reference_semantic_log_probs(p, seq, L, item_index, pool, sims[j])
+            ref = reference_extended_log_probs(p, seq, L, item_index, pool, sims[j])
             np.testing.assert_allclose(fast[i, j, : len(seq) + 1], ref, rtol=0, atol=1e-10)
             np.testing.assert_allclose(tracked[i, j, : len(seq) + 1].numpy(), ref, rtol=0, atol=1e-10)
     off = CMRParams(**{**params[0].to_dict(), "Scf": 0.0, "Sff": 0.0})
-    assert abs(sum(reference_semantic_log_probs(off, seqs[0], L, item_index, pool, sims[0]))
+    assert abs(sum(reference_extended_log_probs(off, seqs[0], L, item_index, pool, sims[0]))
                - fast[0, 0, : len(seqs[0]) + 1].sum()) > 0.05
 
 
