@@ -87,13 +87,19 @@ def test_extensions_change_the_sequence_distribution():
 def test_simulated_sequences_follow_the_likelihood(name):
     params = CASES[name]
     seqs, p = _exact(params)
-    index = {s: i for i, s in enumerate(seqs)}
     rec = frm.generate(params, L, N_SIM, generator=7, pool_size=12)[0].numpy()
+    assert_sequences_follow(rec, seqs, p)
+
+
+def assert_sequences_follow(rec, seqs, p):
+    """Chi-square test of simulated recall sequences ``rec`` ([lists, L], -1 padded)
+    against the exact probabilities ``p`` of the sequences ``seqs``."""
+    index = {s: i for i, s in enumerate(seqs)}
     counts = np.zeros(len(seqs))
     for row in rec:
         counts[index[tuple(int(x) for x in row if x >= 0)]] += 1
-    assert counts.sum() == N_SIM
-    expected = N_SIM * p
+    assert counts.sum() == len(rec)
+    expected = len(rec) * p
     big = expected >= 5  # chi-square needs expected counts of at least ~5; pool the rest
     stat = ((counts[big] - expected[big]) ** 2 / expected[big]).sum()
     df = int(big.sum()) - 1

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy import stats
 
 from kvmem.data.semantic import semantic_similarity
 from kvmem.paradigms import free_recall as frm
@@ -23,7 +22,7 @@ from kvmem.paradigms.free_recall import CMRParams
 
 from test_cmr_parity import CYMR_TEST_PARAMS, SAMPLE1  # cymr's sample data and test settings
 from test_free_recall import random_params, random_recalls
-from test_free_recall_consistency import reference_extended_log_probs
+from test_free_recall_consistency import assert_sequences_follow, reference_extended_log_probs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -177,20 +176,8 @@ def test_semantic_sequence_probabilities_sum_to_one_and_match_simulation(name):
     off = CMRParams(**{**params.to_dict(), "Scf": 0.0, "Sff": 0.0})
     _, p_off = _exact(off)
     assert np.abs(p - p_off).sum() > 0.05  # the semantic terms matter here
-    index = {s: i for i, s in enumerate(seqs)}
     rec = frm.generate(params, L_SHORT, N_SIM, generator=7, similarity=SIM4.expand(N_SIM, L_SHORT, L_SHORT))[0]
-    counts = np.zeros(len(seqs))
-    for row in rec.numpy():
-        counts[index[tuple(int(x) for x in row if x >= 0)]] += 1
-    expected = N_SIM * p
-    big = expected >= 5
-    stat = ((counts[big] - expected[big]) ** 2 / expected[big]).sum()
-    df = int(big.sum()) - 1
-    if (~big).any():
-        stat += (counts[~big].sum() - expected[~big].sum()) ** 2 / expected[~big].sum()
-        df += 1
-    assert df >= 40
-    assert stats.chi2.sf(stat, df) > 1e-3, (stat, df)
+    assert_sequences_follow(rec.numpy(), seqs, p)
 
 
 def test_generate_takes_one_set_of_lists_per_parameter_set():
