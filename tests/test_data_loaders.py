@@ -16,7 +16,10 @@ def write_idx(path, array, code=0x08, gz=False):
     dtype = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[code]
     array = np.asarray(array)
     raw = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(dtype).tobytes()
-    (gzip.open if gz else open)(path, "wb").write(raw)
+    # Closed explicitly: since Python 3.12 a GzipFile buffers writes and an unclosed one,
+    # collected without close(), can leave an empty file behind.
+    with (gzip.open if gz else open)(path, "wb") as f:
+        f.write(raw)
     return path
 
 

@@ -367,6 +367,8 @@ def test_environment_and_invocation(built):
     assert env["torch threads"] == str(torch.get_num_threads())
     assert env["CPU count"] == str(os.cpu_count())
     assert env["torch"] == torch.__version__ and env["pandas"] == pd.__version__
+    assert env["torch CUDA"] == (torch.version.cuda or "none (CPU build)")
+    assert (env["GPU"] == "none") == (not torch.cuda.is_available())
     assert "torch BLAS" in env and "git commit" in env
     saved = json.loads((built["out"] / "report.json").read_text())
     assert saved["meta"] == built["meta"] and saved["environment"] == env

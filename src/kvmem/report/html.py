@@ -385,6 +385,15 @@ def collect_environment() -> dict[str, str]:
         env["CPUs usable by this process"] = str(len(os.sched_getaffinity(0)))
     for name in ("kvmem", "torch", "numpy", "scipy", "pandas", "matplotlib", "scikit-learn"):
         env[name] = _package_version(name)
+    # The distribution's version drops torch's build tag ("2.11.0+cu130"): keep the tag, and
+    # say whether this process can use a GPU, since results may come from one.
+    env["torch"] = torch.__version__
+    env["torch CUDA"] = torch.version.cuda or "none (CPU build)"
+    env["GPU"] = (
+        ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        if torch.cuda.is_available()
+        else "none"
+    )
     env["torch threads"] = str(torch.get_num_threads())
     env["torch inter-op threads"] = str(torch.get_num_interop_threads())
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
