@@ -50,25 +50,24 @@ CASES = {
 }
 
 
-def _sequences():
-    return [s for m in range(L + 1) for s in itertools.permutations(range(L), m)]
-
-
-def _exact(params):
-    seqs = _sequences()
-    recalls = torch.tensor([list(s) + [0] * (L - len(s)) for s in seqs])
+def exact_sequence_probabilities(params, length=L, *, pool_size=12, similarity=None):
+    """Every recall sequence of a ``length``-item list (each ordered subset, then a stop)
+    and its probability under the likelihood; ``similarity`` ([L, L]) is shared by all."""
+    seqs = [s for m in range(length + 1) for s in itertools.permutations(range(length), m)]
+    recalls = torch.tensor([list(s) + [0] * (length - len(s)) for s in seqs])
     n = torch.tensor([len(s) for s in seqs])
-    state = frm.study(params, L, pool_size=12)
-    events = frm.recall_log_probs(state, params, recalls, n)[0]
+    state = frm.study(params, length, pool_size=pool_size)
+    sim = None if similarity is None else similarity.expand(len(seqs), length, length)
+    events = frm.recall_log_probs(state, params, recalls, n, similarity=sim)[0]
     # Event probabilities at the 1e-5 floor would make the sum leak; keep them clear of it.
-    real = torch.arange(L + 1).unsqueeze(0) <= n.unsqueeze(1)
+    real = torch.arange(length + 1).unsqueeze(0) <= n.unsqueeze(1)
     assert float(events[real].min()) > np.log(1e-5) + 1.0
     return seqs, events.sum(-1).exp().numpy()
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_sequence_probabilities_sum_to_one(name):
-    seqs, p = _exact(CASES[name])
+    seqs, p = exact_sequence_probabilities(CASES[name])
     assert len(seqs) == 65
     assert abs(p.sum() - 1.0) < 1e-12
 
@@ -78,15 +77,15 @@ def test_extensions_change_the_sequence_distribution():
     # off (otherwise the tests above would not test them).
     for name, params in (("chain", CASES["chain"]), ("all_with_chain_restart", CASES["all_with_chain_restart"])):
         off = frm.CMRParams(**{**params.to_dict(), "Lff_f": 0.0, "Lff_b": 0.0, "B_restart": 0.0})
-        _, p_on = _exact(params)
-        _, p_off = _exact(off)
+        _, p_on = exact_sequence_probabilities(params)
+        _, p_off = exact_sequence_probabilities(off)
         assert np.abs(p_on - p_off).sum() > 0.05, name
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_simulated_sequences_follow_the_likelihood(name):
     params = CASES[name]
-    seqs, p = _exact(params)
+    seqs, p = exact_sequence_probabilities(params)
     rec = frm.generate(params, L, N_SIM, generator=7, pool_size=12)[0].numpy()
     assert_sequences_follow(rec, seqs, p)
 

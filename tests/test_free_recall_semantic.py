@@ -8,7 +8,6 @@ a short list (the probabilities sum to one, and simulated frequencies match them
 With both weights at 0 (the default) every result is that of localist CMR.
 """
 
-import itertools
 
 import numpy as np
 import pandas as pd
@@ -22,7 +21,11 @@ from kvmem.paradigms.free_recall import CMRParams
 
 from test_cmr_parity import CYMR_TEST_PARAMS, SAMPLE1  # cymr's sample data and test settings
 from test_free_recall import random_params, random_recalls
-from test_free_recall_consistency import assert_sequences_follow, reference_extended_log_probs
+from test_free_recall_consistency import (
+    assert_sequences_follow,
+    exact_sequence_probabilities,
+    reference_extended_log_probs,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -152,20 +155,8 @@ CASES = {
 }
 
 
-def _sequences():
-    return [s for m in range(L_SHORT + 1) for s in itertools.permutations(range(L_SHORT), m)]
-
-
 def _exact(params):
-    seqs = _sequences()
-    recalls = torch.tensor([list(s) + [0] * (L_SHORT - len(s)) for s in seqs])
-    n = torch.tensor([len(s) for s in seqs])
-    state = frm.study(params, L_SHORT)
-    sim = SIM4.expand(len(seqs), L_SHORT, L_SHORT)
-    events = frm.recall_log_probs(state, params, recalls, n, similarity=sim)[0]
-    real = torch.arange(L_SHORT + 1).unsqueeze(0) <= n.unsqueeze(1)
-    assert float(events[real].min()) > np.log(1e-5) + 1.0
-    return seqs, events.sum(-1).exp().numpy()
+    return exact_sequence_probabilities(params, L_SHORT, pool_size=None, similarity=SIM4)
 
 
 @pytest.mark.parametrize("name", list(CASES))
