@@ -32,7 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["GLOVE_LICENCE", "GLOVE_SOURCE", "build_vector_subset", "load_word_vectors", "semantic_similarity"]
+__all__ = [
+    "GLOVE_LICENCE",
+    "GLOVE_SOURCE",
+    "build_vector_subset",
+    "load_word_vectors",
+    "read_vector_file",
+    "semantic_similarity",
+]
 
 GLOVE_SOURCE = ("GloVe 6B, 50 dimensions (Pennington, Socher & Manning 2014, 'GloVe: Global Vectors for Word "
                 "Representation', EMNLP; https://nlp.stanford.edu/projects/glove/)")
@@ -124,10 +131,31 @@ def build_vector_subset(embedding_path: str | Path, index_path: str | Path, word
 
 
 def read_vector_file(path: str | Path) -> tuple[list[str], torch.Tensor, dict[str, Any]]:
-    """Words, vectors and metadata of a file written by :func:`build_vector_subset`.
+    """Words, vectors and metadata of a file written by :func:`build_vector_subset`
+    (for a subset you built yourself; :func:`load_word_vectors` reads the shipped one).
+
+    Args:
+        path: the safetensors file.
+
+    Returns:
+        ``(words, vectors, metadata)``: the words in row order, the float32 vectors and the
+        metadata (``words`` and ``missing`` as lists; ``source``, ``licence``, ``dim`` as text).
+
+    Shapes:
+        vectors: ``[len(words), d]``.
 
     Raises:
         ValueError: no such file, or not a file of that layout.
+
+    Example:
+        >>> import tempfile, pandas as pd, numpy as np
+        >>> d = tempfile.mkdtemp()
+        >>> np.save(f"{d}/e.npy", np.eye(2, dtype=np.float32))
+        >>> pd.DataFrame({"index": ["a", "b"]}).to_parquet(f"{d}/i.parquet")
+        >>> _ = build_vector_subset(f"{d}/e.npy", f"{d}/i.parquet", ["b", "q"], f"{d}/o.safetensors")
+        >>> words, vectors, meta = read_vector_file(f"{d}/o.safetensors")
+        >>> words, vectors.shape, meta["missing"]
+        (['b'], torch.Size([1, 2]), ['q'])
     """
     from safetensors import safe_open
 
